@@ -1,0 +1,89 @@
+//! The admin listener: `/health` (the process answers), `/ready` (listeners are up), `/metrics`
+//! (Prometheus text format). Kept off the public listener so it is never exposed by accident.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    pub logins_ok: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub sessions_invalid: AtomicU64,
+    pub sessions_expired: AtomicU64,
+    pub responses_5xx: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let line = |name: &str, help: &str, value: &AtomicU64| {
+            format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            )
+        };
+        [
+            line(
+                "passerelle_requests_total",
+                "Requests received on the public listeners.",
+                &self.requests,
+            ),
+            line(
+                "passerelle_logins_total",
+                "Logins completed.",
+                &self.logins_ok,
+            ),
+            line(
+                "passerelle_login_failures_total",
+                "Logins refused or failed.",
+                &self.logins_failed,
+            ),
+            line(
+                "passerelle_sessions_invalid_total",
+                "Session cookies refused (tampered, unknown key, malformed).",
+                &self.sessions_invalid,
+            ),
+            line(
+                "passerelle_sessions_expired_total",
+                "Sessions past their idle or absolute lifetime.",
+                &self.sessions_expired,
+            ),
+            line(
+                "passerelle_responses_5xx_total",
+                "Responses with a 5xx status.",
+                &self.responses_5xx,
+            ),
+        ]
+        .concat()
+    }
+}
+
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, content_type, body) = match session.req_header().uri.path() {
+            "/health" | "/ready" => (200, "text/plain", b"ok\n".to_vec()),
+            "/metrics" => (
+                200,
+                "text/plain; version=0.0.4",
+                self.metrics.render().into_bytes(),
+            ),
+            _ => (404, "text/plain", b"not found\n".to_vec()),
+        };
+        Response::builder()
+            .status(status)
+            .header("Content-Type", content_type)
+            .header("Content-Length", body.len())
+            .header("Cache-Control", "no-store")
+            .body(body)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,113 @@
+//! The configuration file as written: serde types that mirror the TOML, nothing more.
+//!
+//! Every struct denies unknown keys: for a security product a misspelt key that is silently ignored is a
+//! setting the operator believes enforced and is not. Values that are checked after parsing are `Spanned`
+//! so an error can name their line.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: Option<S<RawServer>>,
+    pub session: S<RawSession>,
+    #[serde(default)]
+    pub providers: BTreeMap<S<String>, S<RawProvider>>,
+    #[serde(default)]
+    pub route: Vec<S<RawRoute>>,
+    pub echo: Option<S<RawEcho>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<S<Vec<S<String>>>>,
+    pub tls: Option<S<RawTls>>,
+    pub public_url: Option<S<String>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<S<String>>,
+    pub prefix: Option<S<String>>,
+    pub admin_listen: Option<S<String>>,
+    pub threads: Option<S<usize>>,
+    pub grace_period: Option<S<String>>,
+    pub shutdown_timeout: Option<S<String>>,
+    pub header_encoding: Option<S<String>>,
+    pub identity_header_prefix: Option<S<String>>,
+    #[serde(default)]
+    pub allowed_redirect_hosts: Vec<S<String>>,
+    pub log_format: Option<S<String>>,
+    pub upstream_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: S<String>,
+    pub key: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub keys: S<Vec<S<String>>>,
+    pub cookie_name: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub max_lifetime: Option<S<String>>,
+    pub login_timeout: Option<S<String>>,
+    pub store: Option<S<String>>,
+    pub secure: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: S<String>,
+    pub issuer: Option<S<String>>,
+    pub client_id: Option<S<String>>,
+    pub client_secret: Option<S<String>>,
+    pub auth_method: Option<S<String>>,
+    pub scopes: Option<S<Vec<S<String>>>>,
+    pub display_name: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub id_token_algs: Option<S<Vec<S<String>>>>,
+    pub userinfo: Option<S<bool>>,
+    /// `kind = "dev"` only: where the development provider listens.
+    pub listen: Option<S<String>>,
+    /// `kind = "dev"` only: explicit consent to a development provider reachable from other machines.
+    pub allow_non_loopback: Option<S<bool>>,
+    /// `kind = "dev"` only: answer userinfo as a signed JWT, as ProConnect does.
+    pub signed_userinfo: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub upstream: S<RawUpstream>,
+    pub auth: Option<S<String>>,
+    pub providers: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    pub scopes: Vec<S<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<S<String>, S<String>>,
+    pub header_encoding: Option<S<String>>,
+    pub health_check: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstream {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEcho {
+    pub listen: S<String>,
+}

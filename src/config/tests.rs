@@ -1,0 +1,135 @@
+//! Configuration validation: every error names the key and the line.
+
+use super::*;
+
+const BASE: &str = r#"
+[session]
+keys = ["ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24="]
+
+[providers.op]
+kind = "oidc"
+issuer = "https://op.example.gouv.fr"
+client_id = "client"
+client_secret = "secret"
+
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:9000"
+scopes = ["email"]
+[route.headers]
+"X-Auth-Email" = "email"
+"#;
+
+fn err(text: &str) -> String {
+    parse(text, "test.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn a_valid_config_parses_with_defaults() {
+    let c = parse(BASE, "test.toml").unwrap();
+    assert_eq!(c.server.prefix, "/.passerelle");
+    assert_eq!(c.session.cookie_name, "passerelle");
+    assert_eq!(c.session.max_lifetime, Duration::from_secs(12 * 3600));
+    assert!(c.server.threads >= 1);
+    assert_eq!(c.routes[0].headers[0].1, "email");
+    assert_eq!(c.providers[0].auth_method, AuthMethod::ClientSecretBasic);
+    assert!(c.providers[0].scopes.contains("openid"));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_line() {
+    let text = BASE.replace("kind = \"oidc\"", "kind = \"oidc\"\nclient_secrett = \"x\"");
+    let e = err(&text);
+    assert!(e.starts_with("test.toml:8:"), "{e}");
+    assert!(e.contains("client_secrett"), "{e}");
+}
+
+#[test]
+fn header_claim_must_be_released_by_route_scopes() {
+    let text = BASE.replace(
+        "\"X-Auth-Email\" = \"email\"",
+        "\"X-Auth-Email\" = \"email\"\n\"X-Auth-Siret\" = \"siret\"",
+    );
+    let e = err(&text);
+    assert!(e.contains("test.toml:19:"), "{e}");
+    assert!(
+        e.contains("route[0].headers.\"X-Auth-Siret\"") && e.contains("siret"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_name_key_and_line() {
+    let e = err(&BASE.replace("path = \"/\"", "path = \"/\"\nauth = \"maybe\""));
+    assert!(e.contains("test.toml:15: route[0].auth"), "{e}");
+    let e = err(&BASE.replace("[session]", "[session]\nidle_timeout = \"30\""));
+    assert!(
+        e.contains("test.toml:3: session.idle_timeout") && e.contains("no unit"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("http://127.0.0.1:9000", "ftp://x"));
+    assert!(e.contains("route[0].upstream"), "{e}");
+    let e = err(&BASE.replace("https://op.example.gouv.fr", "http://op.example.gouv.fr"));
+    assert!(
+        e.contains("providers.op.issuer") && e.contains("https"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=", "c2hvcnQ="));
+    assert!(e.contains("session.keys") && e.contains("32"), "{e}");
+}
+
+#[test]
+fn secrets_from_environment_must_exist() {
+    let e = err(&BASE.replace(
+        "client_secret = \"secret\"",
+        "client_secret = \"env:PASSERELLE_TEST_UNSET_SECRET\"",
+    ));
+    assert!(
+        e.contains("test.toml:9: providers.op.client_secret") && e.contains("not set"),
+        "{e}"
+    );
+}
+
+#[test]
+fn public_routes_cannot_forward_identity() {
+    let e = err(&BASE.replace("path = \"/\"", "path = \"/\"\nauth = \"public\""));
+    assert!(e.contains("public route"), "{e}");
+}
+
+#[test]
+fn dev_provider_refuses_non_loopback_unless_allowed() {
+    let dev = BASE.replace(
+        "kind = \"oidc\"\nissuer = \"https://op.example.gouv.fr\"",
+        "kind = \"dev\"\nlisten = \"0.0.0.0:8081\"",
+    );
+    let e = err(&dev);
+    assert!(
+        e.contains("providers.op.listen") && e.contains("loopback"),
+        "{e}"
+    );
+    let allowed = dev.replace(
+        "listen = \"0.0.0.0:8081\"",
+        "listen = \"0.0.0.0:8081\"\nallow_non_loopback = true",
+    );
+    assert!(parse(&allowed, "t").is_ok());
+}
+
+#[test]
+fn route_providers_must_exist() {
+    let e = err(&BASE.replace(
+        "scopes = [\"email\"]",
+        "scopes = [\"email\"]\nproviders = [\"nope\"]",
+    ));
+    assert!(
+        e.contains("route[0].providers") && e.contains("nope"),
+        "{e}"
+    );
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let c = load(&path).unwrap();
+    assert!(matches!(c.providers[0].kind, ProviderKind::Dev(_)));
+    assert!(c.echo.is_some());
+}

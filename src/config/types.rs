@@ -1,0 +1,231 @@
+//! Validated configuration: the types the rest of Passerelle works with.
+//!
+//! Nothing here is a raw string waiting to be checked: a `Config` that exists is a config that passed
+//! validation, so the request path never re-parses or second-guesses it.
+
+use super::secret::Secret;
+use ipnet::IpNet;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub session: SessionConfig,
+    pub providers: Vec<Arc<ProviderConfig>>,
+    pub routes: Vec<RouteConfig>,
+    pub echo: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn provider(&self, name: &str) -> Option<&Arc<ProviderConfig>> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub public_url: Option<PublicUrl>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub prefix: String,
+    pub admin_listen: Option<SocketAddr>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub header_encoding: HeaderEncoding,
+    pub identity_header_prefix: String,
+    pub allowed_redirect_hosts: Vec<HostPattern>,
+    pub log_format: LogFormat,
+    pub upstream_timeout: Duration,
+}
+
+impl ServerConfig {
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+}
+
+/// The externally visible base URL: scheme, host and optional port, no path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub https: bool,
+    /// `host` or `host:port`, as the browser writes it.
+    pub authority: String,
+}
+
+impl PublicUrl {
+    pub fn origin(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.https { "https" } else { "http" },
+            self.authority
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+/// How a non-ASCII claim value travels in a header. HTTP field values are ASCII in practice; legacy stacks
+/// (servlet containers, PHP-FPM) decode raw bytes as Latin-1, so the default must be ASCII-safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderEncoding {
+    /// RFC 3986 percent-encoding of the UTF-8 bytes; ASCII printable characters except `%` stay as they are.
+    Percent,
+    /// Raw UTF-8 bytes (for upstreams known to read them as UTF-8).
+    Utf8,
+    /// Standard base64 of the UTF-8 value, always (even for ASCII values).
+    Base64,
+    /// RFC 2047 `=?UTF-8?B?...?=` for non-ASCII values, ASCII values unchanged.
+    Rfc2047,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub keys: Vec<[u8; 32]>,
+    pub cookie_name: String,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub login_timeout: Duration,
+    /// `Some` when forced by the config; `None` follows the scheme of the public URL / request.
+    pub secure: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderKind {
+    Oidc,
+    Dev(DevProviderConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct DevProviderConfig {
+    pub listen: SocketAddr,
+    pub signed_userinfo: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub auth_method: AuthMethod,
+    pub scopes: BTreeSet<String>,
+    pub display_name: String,
+    pub timeout: Duration,
+    pub id_token_algs: Vec<String>,
+    pub fetch_userinfo: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No session: navigations go to the provider, other requests get 401.
+    Required,
+    /// Forwarded with identity headers when a session exists, without them otherwise.
+    Optional,
+    /// Never authenticated; identity headers are still stripped.
+    Public,
+}
+
+/// A host rule: exact (`app.example.gouv.fr`) or every subdomain (`*.example.gouv.fr`, dot boundary,
+/// apex excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// Stored with its leading dot: `.example.gouv.fr`.
+    Subdomains(String),
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.trim().to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, lower.clone()),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid {
+            return Err(format!(
+                "`{text}` is not a host name (expected e.g. \"app.example.gouv.fr\" or \"*.example.gouv.fr\")"
+            ));
+        }
+        Ok(if wild {
+            HostPattern::Subdomains(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name)
+        })
+    }
+
+    /// `host` must already be lower-case and without port.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host == name,
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl UpstreamTarget {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub index: usize,
+    pub host: Option<HostPattern>,
+    /// Normalised path prefix, starting with `/`.
+    pub path: String,
+    pub upstreams: Vec<UpstreamTarget>,
+    pub auth: AuthMode,
+    pub providers: Vec<String>,
+    pub scopes: BTreeSet<String>,
+    /// Header name (lower-case, validated) → claim name.
+    pub headers: Vec<(http::HeaderName, String)>,
+    pub header_encoding: HeaderEncoding,
+    /// Path probed by the health check of a load-balanced upstream; `None` means a TCP check.
+    pub health_check: Option<String>,
+}

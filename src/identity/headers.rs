@@ -1,0 +1,149 @@
+//! Identity headers: which inbound headers are stripped, and how claim values are written.
+
+use crate::config::HeaderEncoding;
+use base64::Engine;
+
+/// Header names that peers and legacy stacks treat as identity, stripped on every request whatever the
+/// configuration (oauth2-proxy, mod_auth_openidc, Apache `REMOTE_USER` conventions).
+const WELL_KNOWN_IDENTITY: &[&str] = &[
+    "remote-user",
+    "x-remote-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-forwarded-access-token",
+    "x-user",
+    "x-email",
+    "x-userinfo",
+    "x-id-token",
+    "x-access-token",
+];
+
+const WELL_KNOWN_PREFIXES: &[&str] = &[
+    "x-auth-request-",
+    "oidc-claim-",
+    "oidc_claim_",
+    "x-passerelle-",
+];
+
+/// Decides whether an inbound header could pass for identity.
+pub struct IdentityHeaderFilter {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl IdentityHeaderFilter {
+    /// `prefix` and `configured` are compared after lower-casing and folding `_` to `-`, because WSGI,
+    /// PHP and CGI fold them (oauth2-proxy CVE-2025-64484).
+    pub fn new(prefix: &str, configured: impl IntoIterator<Item = String>) -> Self {
+        let mut names: Vec<String> = configured.into_iter().map(|n| fold(&n)).collect();
+        names.extend(WELL_KNOWN_IDENTITY.iter().map(|n| n.to_string()));
+        names.sort();
+        names.dedup();
+        IdentityHeaderFilter {
+            prefix: fold(prefix),
+            names,
+        }
+    }
+
+    pub fn is_identity(&self, name: &str) -> bool {
+        let folded = fold(name);
+        folded.starts_with(&self.prefix)
+            || self.names.binary_search(&folded).is_ok()
+            || WELL_KNOWN_PREFIXES
+                .iter()
+                .any(|p| folded.starts_with(&fold(p)))
+    }
+}
+
+fn fold(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+/// Renders a claim value as header bytes in the configured encoding. Control characters never pass:
+/// a claim must not be able to inject a header line.
+pub fn encode_value(value: &str, encoding: HeaderEncoding) -> Vec<u8> {
+    let ascii_safe = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    match encoding {
+        HeaderEncoding::Base64 => base64::engine::general_purpose::STANDARD
+            .encode(value)
+            .into_bytes(),
+        HeaderEncoding::Percent => percent(value),
+        HeaderEncoding::Utf8 => value.bytes().filter(|b| *b >= 0x20 && *b != 0x7f).collect(),
+        HeaderEncoding::Rfc2047 if ascii_safe => value.as_bytes().to_vec(),
+        HeaderEncoding::Rfc2047 => format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(value)
+        )
+        .into_bytes(),
+    }
+}
+
+/// Percent-encodes non-ASCII bytes, controls and `%` itself, so the encoding is reversible.
+fn percent(value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_case_underscore_and_prefix_variants() {
+        let f = IdentityHeaderFilter::new("X-Auth-", ["X-Email-Agent".to_string()]);
+        for name in [
+            "X-Auth-Sub",
+            "x-auth-sub",
+            "X_AUTH_SUB",
+            "x_Auth-Anything",
+            "X-Email-Agent",
+            "x_email_agent",
+            "Remote-User",
+            "REMOTE_USER",
+            "X-Forwarded-Email",
+            "X_Forwarded_User",
+            "oidc_claim_email",
+        ] {
+            assert!(f.is_identity(name), "{name} must be stripped");
+        }
+        for name in ["Accept", "X-Request-Id", "Authorization", "X-Authorized"] {
+            assert!(!f.is_identity(name), "{name} must pass");
+        }
+    }
+
+    #[test]
+    fn encodes_non_ascii_values() {
+        assert_eq!(
+            encode_value("Hélène", HeaderEncoding::Percent),
+            b"H%C3%A9l%C3%A8ne"
+        );
+        assert_eq!(encode_value("100%", HeaderEncoding::Percent), b"100%25");
+        assert_eq!(
+            encode_value("a\r\nX-Evil: 1", HeaderEncoding::Percent),
+            b"a%0D%0AX-Evil: 1"
+        );
+        assert_eq!(encode_value("a\r\nb", HeaderEncoding::Utf8), b"ab");
+        assert_eq!(
+            encode_value("Hélène", HeaderEncoding::Utf8),
+            "Hélène".as_bytes()
+        );
+        assert_eq!(
+            encode_value("Hélène", HeaderEncoding::Base64),
+            b"SMOpbMOobmU="
+        );
+        assert_eq!(
+            encode_value("Hélène", HeaderEncoding::Rfc2047),
+            b"=?UTF-8?B?SMOpbMOobmU=?="
+        );
+        assert_eq!(encode_value("plain", HeaderEncoding::Rfc2047), b"plain");
+    }
+}

@@ -1,0 +1,19 @@
+//! Passerelle: an authenticating reverse proxy (OpenID Connect) for French public services.
+//!
+//! See `README.md` for what it does and `../shared/DESIGN.md` for the contract.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod dev;
+pub mod identity;
+pub mod logging;
+pub mod oidc;
+pub mod pages;
+pub mod proxy;
+pub mod redirect;
+pub mod routes;
+pub mod server;
+pub mod session;
+pub mod upstream;

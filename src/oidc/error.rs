@@ -1,0 +1,48 @@
+//! Why a login failed. The variants decide what the person is told (never internals); the details go to
+//! the log, under the correlation id the page shows.
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("provider unreachable or discovery failed: {0}")]
+    Discovery(String),
+    #[error("discovery issuer mismatch: configured `{configured}`, provider says `{advertised}`")]
+    IssuerMismatch {
+        configured: String,
+        advertised: String,
+    },
+    #[error("provider answered error `{error}`")]
+    ProviderError {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("no login in progress for this state (expired, replayed or from another browser)")]
+    UnknownState,
+    #[error("authorization response iss `{got:?}` is not the provider's issuer `{expected}`")]
+    IssuerParameter {
+        expected: String,
+        got: Option<String>,
+    },
+    #[error("callback without code")]
+    MissingCode,
+    #[error("token exchange failed: {0}")]
+    TokenExchange(String),
+    #[error("token response has no id_token")]
+    MissingIdToken,
+    #[error("id_token rejected: {0}")]
+    IdToken(String),
+    #[error("userinfo rejected: {0}")]
+    UserInfo(String),
+}
+
+impl LoginError {
+    /// True when the provider or network failed rather than the person's request: answered 502.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            LoginError::Discovery(_)
+                | LoginError::TokenExchange(_)
+                | LoginError::UserInfo(_)
+                | LoginError::IssuerMismatch { .. }
+        )
+    }
+}

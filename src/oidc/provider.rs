@@ -1,0 +1,399 @@
+//! One configured identity provider at run time: discovery, JWKS, authorize, callback, userinfo, logout.
+
+use super::error::LoginError;
+use super::types::{Client, IdTokenClaims, ProviderMetadata, TokenResponse, UserInfoClaims};
+use crate::config::{AuthMethod, ProviderConfig};
+use openidconnect::core::{CoreAuthenticationFlow, CoreJwsSigningAlgorithm};
+use openidconnect::{
+    AccessToken, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    JsonWebKeySet, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, SubjectIdentifier, TokenResponse as _,
+};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a discovery document is trusted before it is fetched again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// At most one JWKS refetch per provider in this interval: an attacker sending tokens with random `kid`s
+/// must not turn Passerelle into a load generator against the provider.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+struct Discovered {
+    metadata: ProviderMetadata,
+    fetched: Instant,
+}
+
+/// What a successful callback yields.
+#[derive(Debug)]
+pub struct VerifiedLogin {
+    /// All claims: id_token's then userinfo's (userinfo wins, except `sub`, which must be equal).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub scopes: BTreeSet<String>,
+    pub id_token: String,
+}
+
+/// Parameters of a new authorization request.
+pub struct AuthorizeRequest {
+    pub url: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+pub struct Provider {
+    pub config: Arc<ProviderConfig>,
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    last_jwks_refetch: Mutex<Option<Instant>>,
+    http: OnceLock<reqwest::Client>,
+}
+
+/// 43 characters of base64url from 32 random bytes: above the 32 characters ProConnect requires.
+fn random_token() -> String {
+    CsrfToken::new_random_len(32).secret().clone()
+}
+
+impl Provider {
+    pub fn new(config: Arc<ProviderConfig>) -> Self {
+        Provider {
+            config,
+            discovered: RwLock::new(None),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            last_jwks_refetch: Mutex::new(None),
+            http: OnceLock::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The back-channel client, made on first use so it belongs to the runtime that uses it
+    /// (reqwest pools bound to a stopped runtime fail: reqwest#1148). Redirects are never followed
+    /// (SSRF, openidconnect's UPGRADE notes).
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(self.config.timeout)
+                .connect_timeout(self.config.timeout.min(Duration::from_secs(5)))
+                .user_agent(concat!("passerelle/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
+    }
+
+    /// Fetches the discovery document and JWKS; checks the issuer is exactly the configured one.
+    pub async fn discover(&self) -> Result<(), LoginError> {
+        let _guard = self.fetch_lock.lock().await;
+        if let Some(d) = self.discovered.read().ok().and_then(|d| d.clone()) {
+            if d.fetched.elapsed() < DISCOVERY_TTL {
+                return Ok(());
+            }
+        }
+        let issuer = IssuerUrl::new(
+            self.config
+                .issuer
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
+        )
+        .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let issuer =
+            if self.config.issuer.as_str().ends_with('/') && self.config.issuer.path() != "/" {
+                IssuerUrl::new(self.config.issuer.to_string())
+                    .map_err(|e| LoginError::Discovery(e.to_string()))?
+            } else {
+                issuer
+            };
+        let metadata = ProviderMetadata::discover_async(issuer.clone(), self.http())
+            .await
+            .map_err(|e| {
+                let text = error_chain(&e);
+                match e {
+                    openidconnect::DiscoveryError::Validation(_) => LoginError::IssuerMismatch {
+                        configured: issuer.to_string(),
+                        advertised: text,
+                    },
+                    _ => LoginError::Discovery(text),
+                }
+            })?;
+        if let Ok(mut slot) = self.discovered.write() {
+            *slot = Some(Arc::new(Discovered {
+                metadata,
+                fetched: Instant::now(),
+            }));
+        }
+        Ok(())
+    }
+
+    async fn metadata(&self) -> Result<Arc<Discovered>, LoginError> {
+        if let Some(d) = self.discovered.read().ok().and_then(|d| d.clone()) {
+            if d.fetched.elapsed() < DISCOVERY_TTL {
+                return Ok(d);
+            }
+        }
+        self.discover().await?;
+        self.discovered
+            .read()
+            .ok()
+            .and_then(|d| d.clone())
+            .ok_or_else(|| LoginError::Discovery("discovery produced nothing".into()))
+    }
+
+    fn client(
+        &self,
+        metadata: &ProviderMetadata,
+        redirect_uri: &str,
+    ) -> Result<Client, LoginError> {
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let client = Client::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(
+                self.config.client_secret.expose().to_string(),
+            )),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(match self.config.auth_method {
+            AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+            AuthMethod::ClientSecretPost => AuthType::RequestBody,
+        });
+        Ok(client)
+    }
+
+    /// Builds the authorization URL with fresh state, nonce and PKCE S256 challenge.
+    pub async fn authorize(
+        &self,
+        redirect_uri: &str,
+        scopes: &BTreeSet<String>,
+    ) -> Result<AuthorizeRequest, LoginError> {
+        let discovered = self.metadata().await?;
+        let client = self.client(&discovered.metadata, redirect_uri)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = random_token();
+        let nonce = random_token();
+        let (state_c, nonce_c) = (state.clone(), nonce.clone());
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state_c),
+                move || Nonce::new(nonce_c),
+            )
+            .set_pkce_challenge(challenge);
+        for scope in scopes.iter().filter(|s| s.as_str() != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, _, _) = request.url();
+        Ok(AuthorizeRequest {
+            url: url.to_string(),
+            state,
+            nonce,
+            pkce_verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// RFC 9207: the `iss` of the authorization response must be the issuer, and must be present when
+    /// the provider says it sends it. This is the mix-up defence.
+    pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), LoginError> {
+        let discovered = self.metadata().await?;
+        let expected = discovered.metadata.issuer().as_str();
+        let advertised = discovered
+            .metadata
+            .additional_metadata()
+            .authorization_response_iss_parameter_supported
+            == Some(true);
+        match iss {
+            Some(got) if got == expected => Ok(()),
+            None if !advertised => Ok(()),
+            got => Err(LoginError::IssuerParameter {
+                expected: expected.to_string(),
+                got: got.map(str::to_string),
+            }),
+        }
+    }
+
+    /// Exchanges the code, validates the id_token, fetches userinfo. Nothing is trusted before it is
+    /// checked; userinfo is never called for a rejected id_token.
+    pub async fn finish(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+        requested: &BTreeSet<String>,
+    ) -> Result<VerifiedLogin, LoginError> {
+        let discovered = self.metadata().await?;
+        let client = self.client(&discovered.metadata, redirect_uri)?;
+        let token: TokenResponse = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| LoginError::TokenExchange(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
+            .request_async(self.http())
+            .await
+            .map_err(|e| LoginError::TokenExchange(error_chain(&e)))?;
+        let id_token = token.id_token().ok_or(LoginError::MissingIdToken)?;
+        let nonce = Nonce::new(nonce.to_string());
+        let claims = match self.verify_id_token(&client, id_token, &nonce) {
+            Err(LoginError::IdToken(msg))
+                if msg.contains("No matching key") && self.may_refetch_jwks() =>
+            {
+                let refreshed = self.refetch_jwks(&discovered).await?;
+                let client = self.client(&refreshed.metadata, redirect_uri)?;
+                self.verify_id_token(&client, id_token, &nonce)?
+            }
+            other => other?,
+        };
+        let sub = claims.subject().clone();
+        let mut all = match serde_json::to_value(&claims) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(LoginError::IdToken("claims are not a JSON object".into())),
+        };
+        for protocol_claim in [
+            "aud", "exp", "iat", "nonce", "at_hash", "c_hash", "azp", "iss",
+        ] {
+            all.remove(protocol_claim);
+        }
+        if self.config.fetch_userinfo {
+            if let Some(info) = self
+                .user_info(&client, token.access_token().clone(), sub.clone())
+                .await?
+            {
+                if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&info) {
+                    for (k, v) in map {
+                        if !matches!(k.as_str(), "sub" | "iss" | "aud" | "exp" | "iat" | "nbf") {
+                            all.insert(k, v);
+                        }
+                    }
+                }
+            }
+        }
+        let scopes = token
+            .scopes()
+            .map(|s| s.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_else(|| requested.clone());
+        Ok(VerifiedLogin {
+            claims: all,
+            scopes,
+            id_token: id_token.to_string(),
+        })
+    }
+
+    fn verify_id_token(
+        &self,
+        client: &Client,
+        id_token: &super::types::IdToken,
+        nonce: &Nonce,
+    ) -> Result<IdTokenClaims, LoginError> {
+        let algs: Vec<CoreJwsSigningAlgorithm> = self
+            .config
+            .id_token_algs
+            .iter()
+            .filter_map(|a| serde_json::from_value(serde_json::Value::String(a.clone())).ok())
+            .collect();
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(algs)
+            // Tolerate a provider clock up to one minute ahead or behind.
+            .set_time_fn(|| chrono::Utc::now() - chrono::Duration::seconds(60))
+            .set_issue_time_verifier_fn(|iat| {
+                if iat > chrono::Utc::now() + chrono::Duration::seconds(120) {
+                    Err("issued in the future".into())
+                } else {
+                    Ok(())
+                }
+            });
+        id_token
+            .claims(&verifier, nonce)
+            .cloned()
+            .map_err(|e| LoginError::IdToken(error_chain(&e)))
+    }
+
+    async fn user_info(
+        &self,
+        client: &Client,
+        access_token: AccessToken,
+        sub: SubjectIdentifier,
+    ) -> Result<Option<UserInfoClaims>, LoginError> {
+        let request = match client.user_info(access_token, Some(sub)) {
+            Ok(r) => r,
+            Err(_) => return Ok(None),
+        };
+        request
+            .request_async(self.http())
+            .await
+            .map(Some)
+            .map_err(|e| LoginError::UserInfo(error_chain(&e)))
+    }
+
+    fn may_refetch_jwks(&self) -> bool {
+        let Ok(mut last) = self.last_jwks_refetch.lock() else {
+            return false;
+        };
+        match *last {
+            Some(t) if t.elapsed() < JWKS_REFETCH_INTERVAL => false,
+            _ => {
+                *last = Some(Instant::now());
+                true
+            }
+        }
+    }
+
+    /// OIDC Core §10.1.1: keys rotate; a token signed with a `kid` we do not know triggers one refetch.
+    async fn refetch_jwks(&self, current: &Discovered) -> Result<Arc<Discovered>, LoginError> {
+        let jwks = JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), self.http())
+            .await
+            .map_err(|e| LoginError::Discovery(error_chain(&e)))?;
+        let mut metadata = current.metadata.clone();
+        metadata = metadata.set_jwks(jwks);
+        let refreshed = Arc::new(Discovered {
+            metadata,
+            fetched: current.fetched,
+        });
+        if let Ok(mut slot) = self.discovered.write() {
+            *slot = Some(refreshed.clone());
+        }
+        tracing::info!(provider = %self.config.name, "signing keys refetched after an unknown key id");
+        Ok(refreshed)
+    }
+
+    /// The end_session_endpoint URL for RP-initiated logout, when the provider has one.
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: Option<&str>,
+        state: &str,
+        post_logout_redirect_uri: &str,
+    ) -> Option<String> {
+        let discovered = self.metadata().await.ok()?;
+        let endpoint = discovered
+            .metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .as_ref()?;
+        let mut url = url::Url::parse(endpoint).ok()?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(hint) = id_token_hint {
+                q.append_pair("id_token_hint", hint);
+            }
+            q.append_pair("client_id", &self.config.client_id);
+            q.append_pair("state", state);
+            q.append_pair("post_logout_redirect_uri", post_logout_redirect_uri);
+        }
+        Some(url.to_string())
+    }
+}
+
+/// An error and its sources on one line, for the log.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

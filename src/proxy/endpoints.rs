@@ -1,0 +1,461 @@
+//! Passerelle's own endpoints under `server.prefix`: login, callback, logout, logged-out, userinfo, auth.
+
+use super::{Ctx, Gateway, Reply, RequestInfo};
+use crate::identity::{claim_text, encode_value, normalise};
+use crate::oidc::{LoginError, Provider};
+use crate::pages::{self, ProviderChoice};
+use crate::redirect::validate_return_to;
+use crate::session::cookies::MAX_FLOWS;
+use crate::session::{now, LoginFlow, LogoutFlow, Purpose, Session, SessionState};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub async fn handle(gw: &Gateway, info: &RequestInfo, rest: &str, ctx: &mut Ctx) -> Reply {
+    match rest {
+        "/login" => login(gw, info, ctx).await,
+        "/callback" => callback(gw, info, ctx)
+            .await
+            .header("Referrer-Policy", "no-referrer".into()),
+        "/logout" => logout(gw, info, ctx).await,
+        "/logged-out" => logged_out(gw, info),
+        "/userinfo" => userinfo(gw, info),
+        "/auth" => forward_auth(gw, info),
+        _ => Reply::html(
+            404,
+            pages::error_page(
+                "Page introuvable",
+                "Cette adresse n'existe pas.",
+                "Not found.",
+                Some(("/", "Revenir à l'accueil")),
+                &ctx.request_id,
+            ),
+        ),
+    }
+}
+
+fn error_reply(
+    status: u16,
+    title: &str,
+    message: &str,
+    english: &str,
+    action: Option<(&str, &str)>,
+    ctx: &Ctx,
+) -> Reply {
+    Reply::html(
+        status,
+        pages::error_page(title, message, english, action, &ctx.request_id),
+    )
+}
+
+fn flow_cookie_name(gw: &Gateway, state: &str) -> String {
+    format!(
+        "{}_flow_{}",
+        gw.config.session.cookie_name,
+        &state[..12.min(state.len())]
+    )
+}
+
+fn callback_uri(gw: &Gateway, info: &RequestInfo) -> String {
+    format!(
+        "{}{}/callback",
+        info.origin(&gw.config.server),
+        gw.config.server.prefix
+    )
+}
+
+/// `rd` if acceptable, `/` otherwise.
+fn return_to(gw: &Gateway, info: &RequestInfo) -> String {
+    info.param("rd")
+        .and_then(|rd| validate_return_to(&rd, &gw.config.server.allowed_redirect_hosts))
+        .unwrap_or_else(|| "/".to_string())
+}
+
+/// The route a return path leads to, to know which providers and scopes it needs.
+fn route_for<'a>(
+    gw: &'a Gateway,
+    info: &RequestInfo,
+    rd: &str,
+) -> Option<&'a crate::config::RouteConfig> {
+    let path = rd.split(['?', '#']).next().unwrap_or("/");
+    let normalised = crate::routes::normalise_path(path).ok()?;
+    gw.routes.find(&info.host, &normalised.matching)
+}
+
+async fn login(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
+    let rd = return_to(gw, info);
+    let route = route_for(gw, info, &rd);
+    let candidates: Vec<String> = match route {
+        Some(r) if !r.providers.is_empty() => r.providers.clone(),
+        _ => gw.config.providers.iter().map(|p| p.name.clone()).collect(),
+    };
+    let chosen = match info.param("provider") {
+        Some(p) if candidates.contains(&p) => p,
+        Some(_) => {
+            return error_reply(
+                400,
+                "Moyen de connexion inconnu",
+                "Ce moyen de connexion n'est pas proposé pour ce service.",
+                "Unknown sign-in provider for this service.",
+                Some(("/", "Revenir à l'accueil")),
+                ctx,
+            )
+        }
+        None if candidates.len() == 1 => candidates[0].clone(),
+        None => {
+            let choices: Vec<ProviderChoice> = gw
+                .provider_configs(&candidates)
+                .map(|p| ProviderChoice {
+                    label: p.display_name.clone(),
+                    href: format!(
+                        "{}/login?provider={}&rd={}",
+                        gw.config.server.prefix,
+                        urlencode(&p.name),
+                        urlencode(&rd)
+                    ),
+                })
+                .collect();
+            return Reply::html(200, pages::sign_in_page(&choices));
+        }
+    };
+    let Some(provider) = gw.provider(&chosen) else {
+        return error_reply(
+            500,
+            "Configuration incomplète",
+            "Aucun moyen de connexion n'est configuré.",
+            "No provider configured.",
+            None,
+            ctx,
+        );
+    };
+    let mut scopes: BTreeSet<String> = provider.config.scopes.clone();
+    if let Some(r) = route {
+        scopes.extend(r.scopes.iter().cloned());
+    }
+    let redirect_uri = callback_uri(gw, info);
+    let request = match provider.authorize(&redirect_uri, &scopes).await {
+        Ok(r) => r,
+        Err(e) => return login_failure(gw, e, Some(provider), &rd, ctx),
+    };
+    let flow = LoginFlow {
+        state: request.state.clone(),
+        nonce: request.nonce,
+        pkce_verifier: request.pkce_verifier,
+        provider: chosen,
+        return_to: rd,
+        scopes,
+        created: now(),
+    };
+    let spec = gw.flow_cookie_spec(info.secure);
+    let mut cookies = evict_old_flows(gw, info, &spec);
+    cookies.push(spec.set(
+        &flow_cookie_name(gw, &request.state),
+        &gw.sessions.seal(Purpose::LoginFlow, &flow),
+        Some(gw.config.session.login_timeout),
+    ));
+    tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, "login started");
+    Reply::redirect(&request.url).cookies(cookies)
+}
+
+/// Several tabs may log in at once, but not without bound: beyond [`MAX_FLOWS`] the oldest flows are
+/// dropped (oauth2-proxy #2163, mod_auth_openidc #108: piled-up state cookies end in a 431).
+fn evict_old_flows(
+    gw: &Gateway,
+    info: &RequestInfo,
+    spec: &crate::session::CookieSpec,
+) -> Vec<String> {
+    let prefix = format!("{}_flow_", gw.config.session.cookie_name);
+    let mut flows: Vec<(u64, &str)> = info
+        .cookies
+        .iter()
+        .filter(|(n, _)| n.starts_with(&prefix))
+        .map(|(n, v)| {
+            (
+                gw.sessions
+                    .open::<LoginFlow>(Purpose::LoginFlow, v)
+                    .map(|f| f.created)
+                    .unwrap_or(0),
+                n.as_str(),
+            )
+        })
+        .collect();
+    if flows.len() < MAX_FLOWS {
+        return Vec::new();
+    }
+    flows.sort();
+    let excess = flows.len() + 1 - MAX_FLOWS;
+    flows
+        .iter()
+        .take(excess)
+        .map(|(_, name)| spec.delete(name))
+        .collect()
+}
+
+async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
+    let spec = gw.flow_cookie_spec(info.secure);
+    let state = info.param("state").filter(|s| {
+        s.len() >= 12
+            && s.len() <= 512
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    let Some(state) = state else {
+        return login_failure(gw, LoginError::UnknownState, None, "/", ctx);
+    };
+    let cookie_name = flow_cookie_name(gw, &state);
+    // Single use: whatever happens next, this flow cookie is deleted.
+    let consume = spec.delete(&cookie_name);
+    let flow = info
+        .cookies
+        .iter()
+        .filter(|(n, _)| *n == cookie_name)
+        .find_map(|(_, v)| gw.sessions.open::<LoginFlow>(Purpose::LoginFlow, v))
+        .filter(|f| bool::from(f.state.as_bytes().ct_eq(state.as_bytes())))
+        .filter(|f| {
+            now()
+                < f.created
+                    .saturating_add(gw.config.session.login_timeout.as_secs())
+        });
+    let Some(flow) = flow else {
+        return login_failure(gw, LoginError::UnknownState, None, "/", ctx).cookies([consume]);
+    };
+    let Some(provider) = gw.provider(&flow.provider).cloned() else {
+        return login_failure(gw, LoginError::UnknownState, None, "/", ctx).cookies([consume]);
+    };
+    let result = finish_login(gw, info, &provider, &flow).await;
+    match result {
+        Ok(session) => {
+            gw.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, session = %session.id, sub = %session.sub(), "login succeeded");
+            let session_spec = gw.cookie_spec(info.secure);
+            let mut cookies = vec![consume];
+            cookies.extend(gw.sessions.issue(&session, &session_spec, &info.cookies));
+            Reply::redirect(&flow.return_to).cookies(cookies)
+        }
+        Err(e) => login_failure(gw, e, Some(&provider), &flow.return_to, ctx).cookies([consume]),
+    }
+}
+
+async fn finish_login(
+    gw: &Gateway,
+    info: &RequestInfo,
+    provider: &Provider,
+    flow: &LoginFlow,
+) -> Result<Session, LoginError> {
+    provider
+        .check_response_issuer(info.param("iss").as_deref())
+        .await?;
+    if let Some(error) = info.param("error") {
+        return Err(LoginError::ProviderError {
+            error: truncate(&error, 64),
+            description: info.param("error_description").map(|d| truncate(&d, 256)),
+        });
+    }
+    let code = info
+        .param("code")
+        .filter(|c| !c.is_empty() && c.len() <= 4096)
+        .ok_or(LoginError::MissingCode)?;
+    let verified = provider
+        .finish(
+            &code,
+            &callback_uri(gw, info),
+            &flow.nonce,
+            &flow.pkce_verifier,
+            &flow.scopes,
+        )
+        .await?;
+    let claims = normalise(&flow.provider, verified.claims);
+    let now = now();
+    Ok(Session {
+        id: super::correlation_id(),
+        provider: flow.provider.clone(),
+        claims,
+        scopes: verified.scopes,
+        id_token: Some(verified.id_token),
+        created: now,
+        last_seen: now,
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// The page for a failed login; the details go to the log under the correlation id, never to the page.
+fn login_failure(
+    gw: &Gateway,
+    e: LoginError,
+    provider: Option<&Arc<Provider>>,
+    rd: &str,
+    ctx: &Ctx,
+) -> Reply {
+    gw.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(request_id = %ctx.request_id, provider = provider.map(|p| p.name()), error = %e, "login failed");
+    let retry = match provider {
+        Some(p) => format!(
+            "{}/login?provider={}&rd={}",
+            gw.config.server.prefix,
+            urlencode(p.name()),
+            urlencode(rd)
+        ),
+        None => format!("{}/login?rd={}", gw.config.server.prefix, urlencode(rd)),
+    };
+    let action = Some((retry.as_str(), "Réessayer de se connecter"));
+    match &e {
+        LoginError::UnknownState => error_reply(400, "Connexion expirée", "Cette tentative de connexion a expiré ou a déjà été utilisée. Recommencez depuis le service.", "This sign-in attempt expired or was already used.", action, ctx),
+        LoginError::ProviderError { error, .. } if error == "access_denied" => error_reply(403, "Connexion refusée", "Le fournisseur d'identité a refusé la connexion.", "The identity provider denied the sign-in.", action, ctx),
+        LoginError::ProviderError { error, .. } if error == "login_required" => error_reply(401, "Connexion nécessaire", "Vous devez vous connecter auprès du fournisseur d'identité.", "You need to sign in at the identity provider.", action, ctx),
+        LoginError::ProviderError { .. } => error_reply(502, "Erreur du fournisseur d'identité", "Le fournisseur d'identité a signalé une erreur.", "The identity provider reported an error.", action, ctx),
+        e if e.is_upstream_failure() => error_reply(502, "Fournisseur d'identité indisponible", "Le fournisseur d'identité ne répond pas correctement. Réessayez dans quelques instants.", "The identity provider is not answering correctly.", action, ctx),
+        _ => error_reply(400, "Connexion impossible", "La réponse du fournisseur d'identité n'a pas pu être vérifiée.", "The identity provider's response could not be verified.", action, ctx),
+    }
+}
+
+async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
+    let rd = return_to(gw, info);
+    let spec = gw.cookie_spec(info.secure);
+    let mut cookies = gw.sessions.clear(&spec, &info.cookies);
+    let session = match gw.sessions.load(&info.cookies, &spec) {
+        SessionState::Valid { session, .. } => Some(session),
+        _ => None,
+    };
+    let Some(session) = session else {
+        return Reply::redirect(&logged_out_target(gw, &rd)).cookies(cookies);
+    };
+    tracing::info!(request_id = %ctx.request_id, session = %session.id, "logout");
+    let Some(provider) = gw.provider(&session.provider) else {
+        return Reply::redirect(&logged_out_target(gw, &rd)).cookies(cookies);
+    };
+    let state = openidconnect::CsrfToken::new_random_len(32)
+        .secret()
+        .clone();
+    let post_logout = format!(
+        "{}{}/logged-out",
+        info.origin(&gw.config.server),
+        gw.config.server.prefix
+    );
+    match provider
+        .end_session_url(session.id_token.as_deref(), &state, &post_logout)
+        .await
+    {
+        Some(url) => {
+            let flow = LogoutFlow {
+                state,
+                return_to: rd,
+                created: now(),
+            };
+            let flow_spec = gw.flow_cookie_spec(info.secure);
+            cookies.push(flow_spec.set(
+                &format!("{}_logout", gw.config.session.cookie_name),
+                &gw.sessions.seal(Purpose::LogoutFlow, &flow),
+                Some(gw.config.session.login_timeout),
+            ));
+            Reply::redirect(&url).cookies(cookies)
+        }
+        None => Reply::redirect(&logged_out_target(gw, &rd)).cookies(cookies),
+    }
+}
+
+fn logged_out_target(gw: &Gateway, rd: &str) -> String {
+    if rd == "/" {
+        format!("{}/logged-out", gw.config.server.prefix)
+    } else {
+        rd.to_string()
+    }
+}
+
+/// Where the provider sends the browser back after logout. The state must be ours before `rd` is
+/// followed; otherwise the person still gets the logged-out page (the local session is gone anyway).
+fn logged_out(gw: &Gateway, info: &RequestInfo) -> Reply {
+    let flow_spec = gw.flow_cookie_spec(info.secure);
+    let name = format!("{}_logout", gw.config.session.cookie_name);
+    let flow = info
+        .cookies
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .find_map(|(_, v)| gw.sessions.open::<LogoutFlow>(Purpose::LogoutFlow, v));
+    let state = info.param("state");
+    let matched = match (&flow, &state) {
+        (Some(f), Some(s)) => {
+            bool::from(f.state.as_bytes().ct_eq(s.as_bytes()))
+                && now()
+                    < f.created
+                        .saturating_add(gw.config.session.login_timeout.as_secs())
+        }
+        _ => false,
+    };
+    let mut reply = match flow {
+        Some(f) if matched && f.return_to != "/" => Reply::redirect(&f.return_to),
+        _ => Reply::html(200, pages::logged_out_page()),
+    };
+    if info.cookies.iter().any(|(n, _)| *n == name) {
+        reply = reply.cookies([flow_spec.delete(&name)]);
+    }
+    reply
+}
+
+fn userinfo(gw: &Gateway, info: &RequestInfo) -> Reply {
+    let spec = gw.cookie_spec(info.secure);
+    match gw.sessions.load(&info.cookies, &spec) {
+        SessionState::Valid { session, .. } => {
+            let remaining = session
+                .created
+                .saturating_add(gw.config.session.max_lifetime.as_secs())
+                .saturating_sub(now());
+            Reply::json(
+                200,
+                &serde_json::json!({
+                    "provider": session.provider,
+                    "claims": session.claims,
+                    "scopes": session.scopes,
+                    "expires_in": remaining,
+                }),
+            )
+        }
+        _ => Reply::json(
+            401,
+            &serde_json::json!({"error": "authentication_required"}),
+        ),
+    }
+}
+
+/// Forward-auth for nginx `auth_request` / Traefik `forwardAuth`: 200 with the route's identity headers,
+/// or 401. The original URI is believed only from trusted proxies.
+fn forward_auth(gw: &Gateway, info: &RequestInfo) -> Reply {
+    let original = if info.trusted {
+        info.param("uri")
+    } else {
+        None
+    };
+    let path = original.as_deref().unwrap_or("/");
+    let Some(route) = route_for(gw, info, path) else {
+        return Reply::text(404, "no route");
+    };
+    if route.auth == crate::config::AuthMode::Public {
+        return Reply::text(200, "public");
+    }
+    let spec = gw.cookie_spec(info.secure);
+    match gw.sessions.load(&info.cookies, &spec) {
+        SessionState::Valid { session, .. } if route.providers.contains(&session.provider) => {
+            let mut reply = Reply::text(200, "ok");
+            let mut extra: Vec<(http::HeaderName, Vec<u8>)> = Vec::new();
+            for (header, claim) in &route.headers {
+                if let Some(text) = session.claims.get(claim).and_then(claim_text) {
+                    extra.push((header.clone(), encode_value(&text, route.header_encoding)));
+                }
+            }
+            for (name, value) in extra {
+                if let Ok(v) = String::from_utf8(value) {
+                    reply = reply.header(name.as_str().to_string(), v);
+                }
+            }
+            reply
+        }
+        _ => Reply::text(401, "authentication required"),
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

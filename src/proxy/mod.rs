@@ -1,0 +1,400 @@
+//! The pingora `ProxyHttp` service: a thin orchestration of the phases.
+//!
+//! ```text
+//! request ─▶ normalise path ─▶ own endpoint? ─▶ route ─▶ session ─▶ access decision ─▶ strip + inject ─▶ upstream
+//! ```
+//! Each decision lives in its module; this file only wires them in pingora's phases.
+
+mod endpoints;
+mod request;
+mod respond;
+
+pub use request::RequestInfo;
+pub use respond::Reply;
+
+use crate::admin::Metrics;
+use crate::config::{AuthMode, Config, ProviderConfig};
+use crate::identity::{claim_text, encode_value, IdentityHeaderFilter};
+use crate::oidc::Provider;
+use crate::pages;
+use crate::routes::RouteTable;
+use crate::session::{now, CookieSpec, Session, SessionManager, SessionState};
+use crate::upstream::Upstream;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session as HttpSession};
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Everything the proxy needs, built once from the configuration.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    pub sessions: SessionManager,
+    pub identity_filter: IdentityHeaderFilter,
+    /// Indexed by `RouteConfig::index`.
+    pub upstreams: Vec<Upstream>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Per-request state carried between phases.
+#[derive(Default)]
+pub struct Ctx {
+    pub request_id: String,
+    route: Option<usize>,
+    forward_path: Option<String>,
+    session: Option<Arc<Session>>,
+    set_cookies: Vec<String>,
+    secure: bool,
+    trusted_peer: bool,
+}
+
+/// 12 base64url characters: short enough to read over the phone to support, random enough to be unique.
+pub fn correlation_id() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 9];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Gateway {
+    pub fn cookie_spec(&self, secure: bool) -> CookieSpec {
+        CookieSpec {
+            secure: self.config.session.secure.unwrap_or(secure),
+            path: "/".into(),
+        }
+    }
+
+    pub fn flow_cookie_spec(&self, secure: bool) -> CookieSpec {
+        CookieSpec {
+            secure: self.config.session.secure.unwrap_or(secure),
+            path: self.config.server.prefix.clone(),
+        }
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.get(name)
+    }
+
+    fn provider_configs<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> impl Iterator<Item = &'a Arc<ProviderConfig>> + 'a {
+        names.iter().filter_map(|n| self.config.provider(n))
+    }
+
+    /// Sends a person without a usable session to sign in, or answers 401 to a non-navigation request.
+    fn login_required(&self, info: &RequestInfo, route_index: usize, clear: Vec<String>) -> Reply {
+        if !info.navigation {
+            return Reply::json(401, &serde_json::json!({"error": "authentication_required", "login": format!("{}/login", self.config.server.prefix)}))
+                .header("WWW-Authenticate", "Passerelle".into())
+                .cookies(clear);
+        }
+        let route = &self.routes.all()[self.route_position(route_index)];
+        let rd = info.return_to();
+        let mut login = url::Url::parse("http://x/").expect("static URL");
+        login.set_path(&format!("{}/login", self.config.server.prefix));
+        {
+            let mut q = login.query_pairs_mut();
+            if let [only] = route.providers.as_slice() {
+                q.append_pair("provider", only);
+            }
+            q.append_pair("rd", &rd);
+        }
+        let location = format!("{}?{}", login.path(), login.query().unwrap_or_default());
+        Reply::redirect(&location).cookies(clear)
+    }
+
+    fn route_position(&self, index: usize) -> usize {
+        self.routes
+            .all()
+            .iter()
+            .position(|r| r.index == index)
+            .unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: correlation_id(),
+            ..Ctx::default()
+        }
+    }
+
+    /// Takes every access decision before anything reaches the upstream. `Ok(true)` means Passerelle
+    /// answered itself.
+    async fn request_filter(
+        &self,
+        session: &mut HttpSession,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<bool> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let info = match RequestInfo::read(session, &self.config.server) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::info!(request_id = %ctx.request_id, reason = %e, "request refused: path");
+                let page = pages::error_page(
+                    "Adresse invalide",
+                    "L'adresse demandée n'est pas valide.",
+                    "The requested address is not valid.",
+                    Some(("/", "Revenir à l'accueil")),
+                    &ctx.request_id,
+                );
+                Reply::html(400, page).send(session).await?;
+                return Ok(true);
+            }
+        };
+        ctx.secure = info.secure;
+        ctx.trusted_peer = info.trusted;
+        let prefix = &self.config.server.prefix;
+        if let Some(rest) = info.path.matching.strip_prefix(prefix.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let reply = endpoints::handle(self, &info, rest, ctx).await;
+                reply.send(session).await?;
+                return Ok(true);
+            }
+        }
+        let Some(route) = self.routes.find(&info.host, &info.path.matching) else {
+            let page = pages::error_page(
+                "Page introuvable",
+                "Aucun service n'est publié à cette adresse.",
+                "No service is published at this address.",
+                None,
+                &ctx.request_id,
+            );
+            Reply::html(404, page).send(session).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.index);
+        ctx.forward_path = Some(info.return_to());
+        if route.auth == AuthMode::Public {
+            return Ok(false);
+        }
+        let spec = self.cookie_spec(info.secure);
+        let state = self.sessions.load(&info.cookies, &spec);
+        let mut clear = Vec::new();
+        match state {
+            SessionState::Valid {
+                session: s,
+                refresh,
+            } if route.providers.iter().any(|p| *p == s.provider) => {
+                if refresh {
+                    let mut updated = (*s).clone();
+                    updated.last_seen = now();
+                    ctx.set_cookies = self.sessions.issue(&updated, &spec, &info.cookies);
+                }
+                ctx.session = Some(s);
+                return Ok(false);
+            }
+            SessionState::Valid { .. } => {}
+            SessionState::Expired => {
+                self.metrics
+                    .sessions_expired
+                    .fetch_add(1, Ordering::Relaxed);
+                clear = self.sessions.clear(&spec, &info.cookies);
+            }
+            SessionState::Invalid(reason) => {
+                self.metrics
+                    .sessions_invalid
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(request_id = %ctx.request_id, reason, "session cookie refused");
+                clear = self.sessions.clear(&spec, &info.cookies);
+            }
+            SessionState::None => {}
+        }
+        if route.auth == AuthMode::Optional {
+            ctx.set_cookies = clear;
+            return Ok(false);
+        }
+        let reply = self.login_required(&info, route.index, clear);
+        reply.send(session).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut HttpSession,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let index = ctx.route.ok_or_else(|| {
+            pingora::Error::explain(pingora::ErrorType::InternalError, "no route selected")
+        })?;
+        self.upstreams
+            .get(index)
+            .and_then(|u| u.peer(self.config.server.upstream_timeout))
+            .map(Box::new)
+            .ok_or_else(|| {
+                pingora::Error::explain(pingora::ErrorType::ConnectNoRoute, "no healthy upstream")
+            })
+    }
+
+    /// Strips every header that could pass for identity, then sets the route's headers from the session.
+    /// This runs for every proxied request, public routes included.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut HttpSession,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let spoofable: Vec<http::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|name| {
+                self.identity_filter.is_identity(name.as_str())
+                    || (!ctx.trusted_peer && is_forwarding_header(name.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in spoofable {
+            upstream.remove_header(&name);
+        }
+        self.strip_own_cookies(upstream);
+        if let Some(path) = ctx.forward_path.take() {
+            if let Ok(uri) = path.parse::<http::Uri>() {
+                upstream.set_uri(uri);
+            }
+        }
+        if !ctx.trusted_peer {
+            upstream.insert_header(
+                "X-Forwarded-Proto",
+                if ctx.secure { "https" } else { "http" },
+            )?;
+        }
+        let (Some(index), Some(session)) = (ctx.route, ctx.session.as_ref()) else {
+            return Ok(());
+        };
+        let route = &self.routes.all()[self.route_position(index)];
+        for (header, claim) in &route.headers {
+            if let Some(text) = session.claims.get(claim).and_then(claim_text) {
+                let value = encode_value(&text, route.header_encoding);
+                if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+                    upstream.insert_header(header.clone(), v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut HttpSession,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        for cookie in ctx.set_cookies.drain(..) {
+            upstream_response.append_header("Set-Cookie", cookie)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut HttpSession,
+        e: &pingora::Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            pingora::ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    pingora::ErrorType::WriteError
+                    | pingora::ErrorType::ReadError
+                    | pingora::ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed");
+            let (title, message, english) = match code {
+                400..=499 => ("Requête invalide", "La requête n'a pas pu être traitée.", "The request could not be processed."),
+                _ => ("Service indisponible", "Le service demandé ne répond pas pour le moment. Réessayez dans quelques instants.", "The service is not answering at the moment."),
+            };
+            let page = pages::error_page(
+                title,
+                message,
+                english,
+                Some(("/", "Revenir à l'accueil")),
+                &ctx.request_id,
+            );
+            if Reply::html(code, page).send(session).await.is_err() {
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut HttpSession, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        if status >= 500 {
+            self.metrics.responses_5xx.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(request_id = %ctx.request_id, status, error = e.map(|e| e.to_string()), "request done");
+    }
+}
+
+/// Forwarding headers are believed only from trusted proxies; from anyone else they are removed, so
+/// the upstream cannot be told a false client address or scheme (oauth2-proxy CVE-2026-40575).
+fn is_forwarding_header(name: &str) -> bool {
+    let folded = name.replace('_', "-");
+    folded.starts_with("x-forwarded-")
+        || folded == "forwarded"
+        || folded == "x-real-ip"
+        || folded == "x-original-url"
+        || folded == "x-original-uri"
+        || folded == "x-rewrite-url"
+}
+
+impl Gateway {
+    /// Passerelle's cookies are its own: the upstream never sees the session or flow cookies
+    /// (oauth2-proxy #388; mod_auth_openidc `OIDCStripCookies`).
+    fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
+        let values: Vec<String> = upstream
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        if values.is_empty() {
+            return;
+        }
+        let base = &self.config.session.cookie_name;
+        let kept: Vec<&str> = values
+            .iter()
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|pair| {
+                let name = pair.split('=').next().unwrap_or("").trim();
+                let name = name.strip_prefix("__Host-").unwrap_or(name);
+                !(name == base
+                    || name.starts_with(&format!("{base}."))
+                    || name.starts_with(&format!("{base}_flow_"))
+                    || name.starts_with(&format!("{base}_logout")))
+            })
+            .filter(|pair| !pair.is_empty())
+            .collect();
+        upstream.remove_header("cookie");
+        if !kept.is_empty() {
+            let _ = upstream.insert_header("Cookie", kept.join("; "));
+        }
+    }
+}

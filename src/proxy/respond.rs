@@ -1,0 +1,89 @@
+//! Responses Passerelle writes itself. Every one carries a Content-Length (pingora#498: without it an
+//! HTTP/1.1 client waits for a body that never comes) and is written with `write_response_header`, which
+//! keeps the connection alive, unlike `respond_error` (pingora#190).
+
+use crate::pages;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::borrow::Cow;
+
+pub struct Reply {
+    status: u16,
+    headers: Vec<(Cow<'static, str>, String)>,
+    body: Bytes,
+}
+
+impl Reply {
+    fn new(status: u16, body: impl Into<Bytes>) -> Self {
+        Reply {
+            status,
+            headers: vec![(Cow::Borrowed("Cache-Control"), "no-store".into())],
+            body: body.into(),
+        }
+    }
+
+    /// A 302 to `location`. Never cached: a cached login redirect replays a spent state (oauth2-proxy #1098).
+    pub fn redirect(location: &str) -> Self {
+        Reply::new(302, Bytes::new()).header("Location", location.to_string())
+    }
+
+    pub fn html(status: u16, page: String) -> Self {
+        Reply::new(status, page)
+            .header("Content-Type", "text/html; charset=utf-8".into())
+            .header("Content-Security-Policy", pages::content_security_policy())
+            .header("X-Frame-Options", "DENY".into())
+            .header("X-Content-Type-Options", "nosniff".into())
+            .header("Referrer-Policy", "no-referrer".into())
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Reply::new(status, serde_json::to_vec(value).unwrap_or_default())
+            .header("Content-Type", "application/json".into())
+            .header("X-Content-Type-Options", "nosniff".into())
+    }
+
+    pub fn text(status: u16, text: &str) -> Self {
+        Reply::new(status, text.to_string())
+            .header("Content-Type", "text/plain; charset=utf-8".into())
+            .header("X-Content-Type-Options", "nosniff".into())
+    }
+
+    pub fn header(mut self, name: impl Into<Cow<'static, str>>, value: String) -> Self {
+        self.headers.push((name.into(), value));
+        self
+    }
+
+    pub fn cookies(mut self, set_cookies: impl IntoIterator<Item = String>) -> Self {
+        self.headers.extend(
+            set_cookies
+                .into_iter()
+                .map(|c| (Cow::Borrowed("Set-Cookie"), c)),
+        );
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub async fn send(self, session: &mut Session) -> pingora::Result<()> {
+        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 1))?;
+        for (name, value) in self.headers {
+            header.append_header(name.into_owned(), value)?;
+        }
+        header.insert_header("Content-Length", self.body.len().to_string())?;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        if self.body.is_empty() || head_only {
+            session
+                .write_response_header(Box::new(header), true)
+                .await?;
+        } else {
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! Assembles the pingora server from a validated configuration: the proxy, the development provider and
+//! echo upstream when configured, the admin listener and the upstream health checks.
+
+use crate::admin::{Admin, Metrics};
+use crate::config::{Config, ProviderKind};
+use crate::dev::{DevKeyError, DevProvider, Echo};
+use crate::identity::IdentityHeaderFilter;
+use crate::oidc::{LoginError, Provider};
+use crate::proxy::Gateway;
+use crate::routes::RouteTable;
+use crate::session::SessionManager;
+use crate::upstream::{ResolveError, Upstream};
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    DevKey(#[from] DevKeyError),
+    #[error("provider `{provider}`: {source}")]
+    Provider {
+        provider: String,
+        source: LoginError,
+    },
+    #[error("server configuration: {0}")]
+    Server(String),
+}
+
+/// Fetches each external provider's discovery document once before serving, with a throw-away client,
+/// so a wrong issuer stops the start with a clear message. An unreachable provider only warns: public
+/// routes and existing sessions keep working, and discovery is retried at the first login.
+pub fn preflight(config: &Config) -> Result<(), StartError> {
+    let external: Vec<_> = config
+        .providers
+        .iter()
+        .filter(|p| matches!(p.kind, ProviderKind::Oidc))
+        .cloned()
+        .collect();
+    if external.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Server(e.to_string()))?;
+    runtime.block_on(async {
+        for p in external {
+            let provider = Provider::new(p.clone());
+            match provider.discover().await {
+                Ok(()) => tracing::info!(provider = %p.name, issuer = %p.issuer, "provider discovered"),
+                Err(e @ LoginError::IssuerMismatch { .. }) => return Err(StartError::Provider { provider: p.name.clone(), source: e }),
+                Err(e) => tracing::warn!(provider = %p.name, error = %e, "provider not reachable yet; will retry at the first login"),
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn build(config: Config) -> Result<Server, StartError> {
+    let config = Arc::new(config);
+    let server_conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let server_conf = server_conf
+        .validate()
+        .map_err(|e| StartError::Server(e.to_string()))?;
+    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    server.bootstrap();
+    let metrics = Arc::new(Metrics::default());
+
+    let mut upstreams = Vec::new();
+    let mut routes_sorted = config.routes.clone();
+    routes_sorted.sort_by_key(|r| r.index);
+    for route in &routes_sorted {
+        match Upstream::build(route)? {
+            Ok(single) => upstreams.push(single),
+            Err(pending) => {
+                let checks =
+                    background_service(&format!("health check route {}", route.index), pending.lb);
+                upstreams.push(Upstream::pool(checks.task(), pending.tls, pending.sni));
+                server.add_service(checks);
+            }
+        }
+    }
+
+    for p in &config.providers {
+        if let ProviderKind::Dev(dev) = &p.kind {
+            tracing::warn!(provider = %p.name, listen = %dev.listen, "DEVELOPMENT identity provider enabled: anyone can sign in as a test identity. Never use it in production.");
+            let app = DevProvider::new(
+                p.issuer.as_str(),
+                &p.client_id,
+                p.client_secret.expose(),
+                &config.server.prefix,
+                dev.signed_userinfo,
+            )?;
+            let mut service =
+                Service::new(format!("dev provider {}", p.name), HttpServer::new_app(app));
+            service.add_tcp(&dev.listen.to_string());
+            service.threads = Some(1);
+            server.add_service(service);
+        }
+    }
+    if let Some(echo) = config.echo {
+        let mut service = Service::new(
+            "echo upstream".into(),
+            HttpServer::new_app(Echo {
+                prefix: config.server.prefix.clone(),
+            }),
+        );
+        service.add_tcp(&echo.to_string());
+        service.threads = Some(1);
+        server.add_service(service);
+    }
+    if let Some(admin) = config.server.admin_listen {
+        let mut service = Service::new(
+            "admin".into(),
+            HttpServer::new_app(Admin {
+                metrics: metrics.clone(),
+            }),
+        );
+        service.add_tcp(&admin.to_string());
+        service.threads = Some(1);
+        server.add_service(service);
+    }
+
+    let providers: BTreeMap<String, Arc<Provider>> = config
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), Arc::new(Provider::new(p.clone()))))
+        .collect();
+    let header_names = config
+        .routes
+        .iter()
+        .flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str().to_string()));
+    let gateway = Gateway {
+        routes: RouteTable::new(config.routes.clone()),
+        providers,
+        sessions: SessionManager::new(config.session.clone()),
+        identity_filter: IdentityHeaderFilter::new(
+            &config.server.identity_header_prefix,
+            header_names,
+        ),
+        upstreams,
+        metrics,
+        config: config.clone(),
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "passerelle");
+    for addr in &config.server.listen {
+        match &config.server.tls {
+            Some(tls) => proxy
+                .add_tls(&addr.to_string(), &tls.cert, &tls.key)
+                .map_err(|e| StartError::Server(e.to_string()))?,
+            None => proxy.add_tcp(&addr.to_string()),
+        }
+    }
+    server.add_service(proxy);
+    Ok(server)
+}

@@ -1,0 +1,283 @@
+//! Sessions in encrypted cookies: codec, cookie attributes and chunking, timeouts, and a decode cache.
+
+pub mod codec;
+pub mod cookies;
+mod model;
+
+pub use codec::{KeyRing, OpenError, Purpose};
+pub use cookies::CookieSpec;
+pub use model::{now, LoginFlow, LogoutFlow, Session};
+
+use crate::config::SessionConfig;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The outcome of reading the session cookie of a request.
+#[derive(Debug, Clone)]
+pub enum SessionState {
+    None,
+    /// A valid session; `refresh` says the cookie should be re-issued to push the idle deadline.
+    Valid {
+        session: Arc<Session>,
+        refresh: bool,
+    },
+    /// Idle or past its absolute lifetime.
+    Expired,
+    /// Tampered, truncated, wrong key, duplicated: treated as no session, and logged.
+    Invalid(&'static str),
+}
+
+pub struct SessionManager {
+    ring: KeyRing,
+    pub config: SessionConfig,
+    /// Decoded sessions keyed by a digest of the cookie text: skips decryption and JSON parsing on hot
+    /// paths. Bounded in count and lifetime; timeouts are still checked on every request.
+    cache: moka::sync::Cache<[u8; 32], Arc<Session>>,
+}
+
+impl SessionManager {
+    pub fn new(config: SessionConfig) -> Self {
+        let ring = KeyRing::new(&config.keys);
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(300))
+            .build();
+        SessionManager {
+            ring,
+            config,
+            cache,
+        }
+    }
+
+    /// Every how long a request re-issues the cookie to slide the idle deadline: often enough to keep
+    /// the idle timeout honest, rarely enough not to re-encrypt on every request.
+    fn refresh_interval(&self) -> u64 {
+        (self.config.idle_timeout.as_secs() / 10).clamp(1, 300)
+    }
+
+    pub fn load(&self, cookies: &[(String, String)], spec: &CookieSpec) -> SessionState {
+        let name = spec.name(&self.config.cookie_name);
+        let Some(text) = cookies::join(cookies, &name) else {
+            return if cookies.iter().any(|(n, _)| n.starts_with(&name)) {
+                SessionState::Invalid("duplicated or too many chunks")
+            } else {
+                SessionState::None
+            };
+        };
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        let session = match self.cache.get(&digest) {
+            Some(s) => s,
+            None => {
+                let plain = match self.ring.open(Purpose::Session, &text) {
+                    Ok(p) => p,
+                    Err(OpenError::UnknownKey) => return SessionState::Invalid("unknown key"),
+                    Err(_) => return SessionState::Invalid("undecryptable"),
+                };
+                let Ok(session) = serde_json::from_slice::<Session>(&plain) else {
+                    return SessionState::Invalid("unreadable");
+                };
+                let session = Arc::new(session);
+                self.cache.insert(digest, session.clone());
+                session
+            }
+        };
+        let now = now();
+        if now
+            >= session
+                .created
+                .saturating_add(self.config.max_lifetime.as_secs())
+            || now
+                >= session
+                    .last_seen
+                    .saturating_add(self.config.idle_timeout.as_secs())
+            || session.created > now.saturating_add(300)
+        {
+            return SessionState::Expired;
+        }
+        let refresh = now.saturating_sub(session.last_seen) >= self.refresh_interval();
+        SessionState::Valid { session, refresh }
+    }
+
+    /// `Set-Cookie` values writing `session`, deleting chunks the new value no longer uses.
+    pub fn issue(
+        &self,
+        session: &Session,
+        spec: &CookieSpec,
+        cookies: &[(String, String)],
+    ) -> Vec<String> {
+        let name = spec.name(&self.config.cookie_name);
+        let json = serde_json::to_vec(session).expect("a session always serialises");
+        let sealed = self.ring.seal(Purpose::Session, &json);
+        let remaining = session
+            .created
+            .saturating_add(self.config.max_lifetime.as_secs())
+            .saturating_sub(now());
+        let parts = cookies::split(&sealed);
+        let mut out: Vec<String> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                spec.set(
+                    &cookies::chunk_name(&name, i),
+                    part,
+                    Some(Duration::from_secs(remaining)),
+                )
+            })
+            .collect();
+        for i in parts.len()..cookies::present_chunks(cookies, &name) {
+            out.push(spec.delete(&cookies::chunk_name(&name, i)));
+        }
+        out
+    }
+
+    /// `Set-Cookie` values deleting the session, every chunk present and the first one in any case.
+    pub fn clear(&self, spec: &CookieSpec, cookies: &[(String, String)]) -> Vec<String> {
+        let name = spec.name(&self.config.cookie_name);
+        let n = cookies::present_chunks(cookies, &name).max(1);
+        (0..n)
+            .map(|i| spec.delete(&cookies::chunk_name(&name, i)))
+            .collect()
+    }
+
+    pub fn seal<T: serde::Serialize>(&self, purpose: Purpose, value: &T) -> String {
+        self.ring.seal(
+            purpose,
+            &serde_json::to_vec(value).expect("flow state always serialises"),
+        )
+    }
+
+    pub fn open<T: serde::de::DeserializeOwned>(&self, purpose: Purpose, text: &str) -> Option<T> {
+        let plain = self.ring.open(purpose, text).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn manager(idle: u64, max: u64) -> SessionManager {
+        SessionManager::new(SessionConfig {
+            keys: vec![[3; 32]],
+            cookie_name: "passerelle".into(),
+            idle_timeout: Duration::from_secs(idle),
+            max_lifetime: Duration::from_secs(max),
+            login_timeout: Duration::from_secs(600),
+            secure: None,
+        })
+    }
+
+    fn session(created: u64, last_seen: u64, big: usize) -> Session {
+        let mut claims = BTreeMap::new();
+        claims.insert("sub".to_string(), serde_json::json!("abc"));
+        claims.insert("blob".to_string(), serde_json::json!("x".repeat(big)));
+        Session {
+            id: "id".into(),
+            provider: "p".into(),
+            claims,
+            scopes: BTreeSet::new(),
+            id_token: None,
+            created,
+            last_seen,
+        }
+    }
+
+    fn jar(set_cookies: &[String]) -> Vec<(String, String)> {
+        set_cookies
+            .iter()
+            .filter(|c| !c.contains("Max-Age=0"))
+            .map(|c| {
+                let first = c.split(';').next().unwrap();
+                let (n, v) = first.split_once('=').unwrap();
+                (n.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn issue_then_load_including_split_cookies() {
+        let m = manager(1800, 3600);
+        let spec = CookieSpec {
+            secure: false,
+            path: "/".into(),
+        };
+        for big in [10, 9000] {
+            let s = session(now(), now(), big);
+            let set = m.issue(&s, &spec, &[]);
+            assert_eq!(set.len() > 1, big > 1000);
+            match m.load(&jar(&set), &spec) {
+                SessionState::Valid { session, refresh } => {
+                    assert_eq!(*session, s);
+                    assert!(!refresh);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn shrinking_session_deletes_stale_chunks() {
+        let m = manager(1800, 3600);
+        let spec = CookieSpec {
+            secure: false,
+            path: "/".into(),
+        };
+        let big = m.issue(&session(now(), now(), 9000), &spec, &[]);
+        let small = m.issue(&session(now(), now(), 10), &spec, &jar(&big));
+        assert!(small
+            .iter()
+            .any(|c| c.starts_with("passerelle.1=;") && c.contains("Max-Age=0")));
+    }
+
+    #[test]
+    fn idle_and_absolute_timeouts_are_enforced() {
+        let m = manager(60, 3600);
+        let spec = CookieSpec {
+            secure: false,
+            path: "/".into(),
+        };
+        let idle = m.issue(&session(now() - 100, now() - 61, 1), &spec, &[]);
+        assert!(matches!(m.load(&jar(&idle), &spec), SessionState::Expired));
+        let old = m.issue(&session(now() - 3601, now(), 1), &spec, &[]);
+        assert!(matches!(m.load(&jar(&old), &spec), SessionState::Expired));
+        let stale = m.issue(&session(now() - 100, now() - 30, 1), &spec, &[]);
+        assert!(matches!(
+            m.load(&jar(&stale), &spec),
+            SessionState::Valid { refresh: true, .. }
+        ));
+    }
+
+    #[test]
+    fn tampered_or_foreign_cookies_are_invalid() {
+        let m = manager(60, 3600);
+        let spec = CookieSpec {
+            secure: false,
+            path: "/".into(),
+        };
+        let set = m.issue(&session(now(), now(), 1), &spec, &[]);
+        let mut cookies = jar(&set);
+        let v = &mut cookies[0].1;
+        let mid = v.len() / 2;
+        let flipped = if &v[mid..mid + 1] == "A" { "B" } else { "A" };
+        v.replace_range(mid..mid + 1, flipped);
+        assert!(matches!(m.load(&cookies, &spec), SessionState::Invalid(_)));
+        let other = manager(60, 3600);
+        let _ = other;
+        let foreign = SessionManager::new(SessionConfig {
+            keys: vec![[9; 32]],
+            ..m.config.clone()
+        });
+        let theirs = foreign.issue(&session(now(), now(), 1), &spec, &[]);
+        assert!(matches!(
+            m.load(&jar(&theirs), &spec),
+            SessionState::Invalid("unknown key")
+        ));
+        assert!(matches!(
+            m.load(&[("passerelle".into(), "garbage".into())], &spec),
+            SessionState::Invalid(_)
+        ));
+        assert!(matches!(m.load(&[], &spec), SessionState::None));
+    }
+}

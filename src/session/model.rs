@@ -1,0 +1,67 @@
+//! What a session and a login flow hold.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An authenticated session. Field names are short: the whole struct travels in a cookie.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    /// Random identifier, new on every login (no fixation), used in logs instead of the subject.
+    #[serde(rename = "i")]
+    pub id: String,
+    #[serde(rename = "p")]
+    pub provider: String,
+    /// Normalised claims (see `identity::normalise`); `sub` is always present.
+    #[serde(rename = "c")]
+    pub claims: BTreeMap<String, serde_json::Value>,
+    /// Scopes the provider granted.
+    #[serde(rename = "s")]
+    pub scopes: BTreeSet<String>,
+    /// Raw id_token, kept only as the `id_token_hint` of RP-initiated logout.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// When the login happened: the absolute lifetime counts from here.
+    #[serde(rename = "a")]
+    pub created: u64,
+    /// Last time a request refreshed the session: the idle timeout counts from here.
+    #[serde(rename = "l")]
+    pub last_seen: u64,
+}
+
+impl Session {
+    pub fn sub(&self) -> &str {
+        self.claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// A login in progress, kept in its own short-lived cookie so any replica can finish it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoginFlow {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub provider: String,
+    /// Local path (or allow-listed URL) to return to after login.
+    pub return_to: String,
+    pub scopes: BTreeSet<String>,
+    pub created: u64,
+}
+
+/// A logout in progress: the state sent to the provider and where to land afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogoutFlow {
+    pub state: String,
+    pub return_to: String,
+    pub created: u64,
+}
