@@ -40,7 +40,7 @@ fn a_valid_config_parses_with_defaults() {
 fn unknown_keys_are_rejected_with_their_line() {
     let text = BASE.replace("kind = \"oidc\"", "kind = \"oidc\"\nclient_secrett = \"x\"");
     let e = err(&text);
-    assert!(e.starts_with("test.toml:8:"), "{e}");
+    assert!(e.starts_with("test.toml:7:"), "{e}");
     assert!(e.contains("client_secrett"), "{e}");
 }
 
@@ -51,7 +51,7 @@ fn header_claim_must_be_released_by_route_scopes() {
         "\"X-Auth-Email\" = \"email\"\n\"X-Auth-Siret\" = \"siret\"",
     );
     let e = err(&text);
-    assert!(e.contains("test.toml:19:"), "{e}");
+    assert!(e.contains("test.toml:17:"), "{e}");
     assert!(
         e.contains("route[0].headers.\"X-Auth-Siret\"") && e.contains("siret"),
         "{e}"
@@ -61,7 +61,7 @@ fn header_claim_must_be_released_by_route_scopes() {
 #[test]
 fn bad_values_name_key_and_line() {
     let e = err(&BASE.replace("path = \"/\"", "path = \"/\"\nauth = \"maybe\""));
-    assert!(e.contains("test.toml:15: route[0].auth"), "{e}");
+    assert!(e.contains("test.toml:13: route[0].auth"), "{e}");
     let e = err(&BASE.replace("[session]", "[session]\nidle_timeout = \"30\""));
     assert!(
         e.contains("test.toml:3: session.idle_timeout") && e.contains("no unit"),

@@ -1,6 +1,7 @@
 //! Passerelle's own endpoints under `server.prefix`: login, callback, logout, logged-out, userinfo, auth.
 
 use super::{Ctx, Gateway, Reply, RequestInfo};
+use crate::config::RouteConfig;
 use crate::identity::{claim_text, encode_value, normalise};
 use crate::oidc::{LoginError, Provider};
 use crate::pages::{self, ProviderChoice};
@@ -119,7 +120,20 @@ async fn login(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             return Reply::html(200, pages::sign_in_page(&choices));
         }
     };
-    let Some(provider) = gw.provider(&chosen) else {
+    start_login(gw, info, &chosen, rd, route, ctx).await
+}
+
+/// Starts a login at `provider_name`: a fresh state, nonce and PKCE verifier in a flow cookie, and a
+/// redirect to the provider asking for the provider's scopes plus those of the route being reached.
+pub async fn start_login(
+    gw: &Gateway,
+    info: &RequestInfo,
+    provider_name: &str,
+    rd: String,
+    route: Option<&RouteConfig>,
+    ctx: &Ctx,
+) -> Reply {
+    let Some(provider) = gw.provider(provider_name) else {
         return error_reply(
             500,
             "Configuration incomplète",
@@ -142,7 +156,7 @@ async fn login(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
         state: request.state.clone(),
         nonce: request.nonce,
         pkce_verifier: request.pkce_verifier,
-        provider: chosen,
+        provider: provider_name.to_string(),
         return_to: rd,
         scopes,
         created: now(),

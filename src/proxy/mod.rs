@@ -87,25 +87,31 @@ impl Gateway {
         names.iter().filter_map(|n| self.config.provider(n))
     }
 
-    /// Sends a person without a usable session to sign in, or answers 401 to a non-navigation request.
-    fn login_required(&self, info: &RequestInfo, route_index: usize, clear: Vec<String>) -> Reply {
+    /// Sends a person without a usable session to sign in (straight to the provider when the route has
+    /// only one, to the sign-in page otherwise), or answers 401 to a non-navigation request.
+    async fn login_required(
+        &self,
+        info: &RequestInfo,
+        route: &crate::config::RouteConfig,
+        clear: Vec<String>,
+        ctx: &Ctx,
+    ) -> Reply {
         if !info.navigation {
             return Reply::json(401, &serde_json::json!({"error": "authentication_required", "login": format!("{}/login", self.config.server.prefix)}))
-                .header("WWW-Authenticate", "Passerelle".into())
+                .header("WWW-Authenticate", "Passerelle".to_string())
                 .cookies(clear);
         }
-        let route = &self.routes.all()[self.route_position(route_index)];
         let rd = info.return_to();
-        let mut login = url::Url::parse("http://x/").expect("static URL");
-        login.set_path(&format!("{}/login", self.config.server.prefix));
-        {
-            let mut q = login.query_pairs_mut();
-            if let [only] = route.providers.as_slice() {
-                q.append_pair("provider", only);
-            }
-            q.append_pair("rd", &rd);
+        if let [only] = route.providers.as_slice() {
+            return endpoints::start_login(self, info, only, rd, Some(route), ctx)
+                .await
+                .cookies(clear);
         }
-        let location = format!("{}?{}", login.path(), login.query().unwrap_or_default());
+        let location = format!(
+            "{}/login?rd={}",
+            self.config.server.prefix,
+            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        );
         Reply::redirect(&location).cookies(clear)
     }
 
@@ -214,7 +220,7 @@ impl ProxyHttp for Gateway {
             ctx.set_cookies = clear;
             return Ok(false);
         }
-        let reply = self.login_required(&info, route.index, clear);
+        let reply = self.login_required(&info, route, clear, ctx).await;
         reply.send(session).await?;
         Ok(true)
     }

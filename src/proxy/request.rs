@@ -122,7 +122,6 @@ fn strip_port(authority: &str) -> &str {
         return authority
             .split(']')
             .next()
-            .map(|h| &h[..])
             .unwrap_or(authority)
             .trim_start_matches('[');
     }

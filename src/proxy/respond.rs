@@ -49,8 +49,11 @@ impl Reply {
             .header("X-Content-Type-Options", "nosniff".into())
     }
 
+    /// Sets a header, replacing any earlier value of the same name.
     pub fn header(mut self, name: impl Into<Cow<'static, str>>, value: String) -> Self {
-        self.headers.push((name.into(), value));
+        let name = name.into();
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        self.headers.push((name, value));
         self
     }
 

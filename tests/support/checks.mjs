@@ -49,9 +49,11 @@ export async function assertFrenchErrorPage(res, logs, { exclude = [], timeoutMs
   const lower = res.body.toLowerCase();
   const french = FRENCH_WORDS.filter((w) => lower.includes(w));
   assert.ok(french.length > 0, `the error page should be in French:\n${res.body.slice(0, 800)}`);
-  // Candidate ids: runs of ≥ 8 id characters containing a digit, shown on the page and present in the logs.
+  // Candidate ids: runs of ≥ 8 id characters shown on the page that do not look like words (a digit, or a
+  // lower-case letter followed by an upper-case one: true of random ids with overwhelming probability), and are
+  // present in the logs.
   const candidates = [...new Set(res.body.match(/[A-Za-z0-9][A-Za-z0-9_-]{7,}/g) || [])]
-    .filter((x) => /\d/.test(x) && !exclude.some((e) => e.includes(x)));
+    .filter((x) => (/\d/.test(x) || /[a-z][A-Z]/.test(x)) && !exclude.some((e) => e.includes(x)));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const found = candidates.find((x) => logs().includes(x));

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of Passerelle: Rust unit tests, then the integration tests that start the real binary
+# against a real OpenID provider (the npm package oidc-provider). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)          # pingora-core builds zlib-ng
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+echo "==> building (release)"
+cargo build --release --locked
+
+echo "==> unit tests"
+cargo test --release --locked
+
+echo "==> integration tests"
+bash tests/run-integration.sh
