@@ -97,7 +97,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         if let ProviderKind::Dev(dev) = &p.kind {
             tracing::warn!(provider = %p.name, listen = %dev.listen, "DEVELOPMENT identity provider enabled: anyone can sign in as a test identity. Never use it in production.");
             let app = DevProvider::new(
-                p.issuer.as_str(),
+                &p.issuer,
                 &p.client_id,
                 p.client_secret.expose(),
                 &config.server.prefix,

@@ -89,6 +89,10 @@ impl Upstream {
         Upstream::Pool { lb, tls, sni }
     }
 
+    pub fn is_pool(&self) -> bool {
+        matches!(self, Upstream::Pool { .. })
+    }
+
     pub fn peer(&self, timeout: Duration) -> Option<HttpPeer> {
         let (addr, tls, sni) = match self {
             Upstream::Single { addr, tls, sni } => (*addr, *tls, sni),

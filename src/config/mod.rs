@@ -569,8 +569,7 @@ impl Validator<'_> {
                 if let Some(i) = &raw.issuer {
                     return self.err(i.span(), key("issuer"), "the development provider's issuer is derived from `listen`; remove `issuer`");
                 }
-                let issuer = url::Url::parse(&format!("http://{listen}"))
-                    .expect("socket address is a valid authority");
+                let issuer = format!("http://{listen}");
                 let client_id = raw
                     .client_id
                     .as_ref()
@@ -643,7 +642,7 @@ impl Validator<'_> {
                 };
                 (
                     ProviderKind::Oidc,
-                    url,
+                    issuer.get_ref().clone(),
                     client_id.get_ref().clone(),
                     self.secret(secret, &key("client_secret"))?,
                 )

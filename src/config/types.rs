@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use url::Url;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -129,7 +128,8 @@ pub struct DevProviderConfig {
 pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
-    pub issuer: Url,
+    /// Exactly as written in the configuration: it is compared byte for byte with the provider's.
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: Secret,
     pub auth_method: AuthMethod,

@@ -92,21 +92,8 @@ impl Provider {
                 return Ok(());
             }
         }
-        let issuer = IssuerUrl::new(
-            self.config
-                .issuer
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
-        )
-        .map_err(|e| LoginError::Discovery(e.to_string()))?;
-        let issuer =
-            if self.config.issuer.as_str().ends_with('/') && self.config.issuer.path() != "/" {
-                IssuerUrl::new(self.config.issuer.to_string())
-                    .map_err(|e| LoginError::Discovery(e.to_string()))?
-            } else {
-                issuer
-            };
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
         let metadata = ProviderMetadata::discover_async(issuer.clone(), self.http())
             .await
             .map_err(|e| {

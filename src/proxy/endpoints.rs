@@ -7,7 +7,9 @@ use crate::oidc::{LoginError, Provider};
 use crate::pages::{self, ProviderChoice};
 use crate::redirect::validate_return_to;
 use crate::session::cookies::MAX_FLOWS;
-use crate::session::{now, LoginFlow, LogoutFlow, Purpose, Session, SessionState};
+use crate::session::{
+    now, now_ms, CookieSpec, LoginFlow, LogoutFlow, Purpose, Session, SessionState,
+};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,12 +52,26 @@ fn error_reply(
     )
 }
 
-fn flow_cookie_name(gw: &Gateway, state: &str) -> String {
+/// One cookie per login in progress, named after the start of its state so the callback finds it.
+fn flow_cookie_name(gw: &Gateway, spec: &CookieSpec, state: &str) -> String {
     format!(
-        "{}_flow_{}",
-        gw.config.session.cookie_name,
+        "{}{}",
+        flow_cookie_prefix(gw, spec),
         &state[..12.min(state.len())]
     )
+}
+
+fn flow_cookie_prefix(gw: &Gateway, spec: &CookieSpec) -> String {
+    spec.name(&format!("{}_flow_", gw.config.session.cookie_name))
+}
+
+fn logout_cookie_name(gw: &Gateway, spec: &CookieSpec) -> String {
+    spec.name(&format!("{}_logout", gw.config.session.cookie_name))
+}
+
+/// Whether a flow started at `created_ms` is still within the login timeout.
+fn flow_alive(gw: &Gateway, created_ms: u64) -> bool {
+    now_ms() < created_ms.saturating_add(gw.config.session.login_timeout.as_millis() as u64)
 }
 
 fn callback_uri(gw: &Gateway, info: &RequestInfo) -> String {
@@ -159,12 +175,12 @@ pub async fn start_login(
         provider: provider_name.to_string(),
         return_to: rd,
         scopes,
-        created: now(),
+        created_ms: now_ms(),
     };
     let spec = gw.flow_cookie_spec(info.secure);
     let mut cookies = evict_old_flows(gw, info, &spec);
     cookies.push(spec.set(
-        &flow_cookie_name(gw, &request.state),
+        &flow_cookie_name(gw, &spec, &request.state),
         &gw.sessions.seal(Purpose::LoginFlow, &flow),
         Some(gw.config.session.login_timeout),
     ));
@@ -174,12 +190,8 @@ pub async fn start_login(
 
 /// Several tabs may log in at once, but not without bound: beyond [`MAX_FLOWS`] the oldest flows are
 /// dropped (oauth2-proxy #2163, mod_auth_openidc #108: piled-up state cookies end in a 431).
-fn evict_old_flows(
-    gw: &Gateway,
-    info: &RequestInfo,
-    spec: &crate::session::CookieSpec,
-) -> Vec<String> {
-    let prefix = format!("{}_flow_", gw.config.session.cookie_name);
+fn evict_old_flows(gw: &Gateway, info: &RequestInfo, spec: &CookieSpec) -> Vec<String> {
+    let prefix = flow_cookie_prefix(gw, spec);
     let mut flows: Vec<(u64, &str)> = info
         .cookies
         .iter()
@@ -188,7 +200,7 @@ fn evict_old_flows(
             (
                 gw.sessions
                     .open::<LoginFlow>(Purpose::LoginFlow, v)
-                    .map(|f| f.created)
+                    .map(|f| f.created_ms)
                     .unwrap_or(0),
                 n.as_str(),
             )
@@ -217,7 +229,7 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
     let Some(state) = state else {
         return login_failure(gw, LoginError::UnknownState, None, "/", ctx);
     };
-    let cookie_name = flow_cookie_name(gw, &state);
+    let cookie_name = flow_cookie_name(gw, &spec, &state);
     // Single use: whatever happens next, this flow cookie is deleted.
     let consume = spec.delete(&cookie_name);
     let flow = info
@@ -226,11 +238,7 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
         .filter(|(n, _)| *n == cookie_name)
         .find_map(|(_, v)| gw.sessions.open::<LoginFlow>(Purpose::LoginFlow, v))
         .filter(|f| bool::from(f.state.as_bytes().ct_eq(state.as_bytes())))
-        .filter(|f| {
-            now()
-                < f.created
-                    .saturating_add(gw.config.session.login_timeout.as_secs())
-        });
+        .filter(|f| flow_alive(gw, f.created_ms));
     let Some(flow) = flow else {
         return login_failure(gw, LoginError::UnknownState, None, "/", ctx).cookies([consume]);
     };
@@ -357,11 +365,11 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             let flow = LogoutFlow {
                 state,
                 return_to: rd,
-                created: now(),
+                created_ms: now_ms(),
             };
             let flow_spec = gw.flow_cookie_spec(info.secure);
             cookies.push(flow_spec.set(
-                &format!("{}_logout", gw.config.session.cookie_name),
+                &logout_cookie_name(gw, &flow_spec),
                 &gw.sessions.seal(Purpose::LogoutFlow, &flow),
                 Some(gw.config.session.login_timeout),
             ));
@@ -383,7 +391,7 @@ fn logged_out_target(gw: &Gateway, rd: &str) -> String {
 /// followed; otherwise the person still gets the logged-out page (the local session is gone anyway).
 fn logged_out(gw: &Gateway, info: &RequestInfo) -> Reply {
     let flow_spec = gw.flow_cookie_spec(info.secure);
-    let name = format!("{}_logout", gw.config.session.cookie_name);
+    let name = logout_cookie_name(gw, &flow_spec);
     let flow = info
         .cookies
         .iter()
@@ -392,10 +400,7 @@ fn logged_out(gw: &Gateway, info: &RequestInfo) -> Reply {
     let state = info.param("state");
     let matched = match (&flow, &state) {
         (Some(f), Some(s)) => {
-            bool::from(f.state.as_bytes().ct_eq(s.as_bytes()))
-                && now()
-                    < f.created
-                        .saturating_add(gw.config.session.login_timeout.as_secs())
+            bool::from(f.state.as_bytes().ct_eq(s.as_bytes())) && flow_alive(gw, f.created_ms)
         }
         _ => false,
     };

@@ -50,6 +50,9 @@ pub struct Ctx {
     set_cookies: Vec<String>,
     secure: bool,
     trusted_peer: bool,
+    peer: Option<std::net::IpAddr>,
+    authority: String,
+    connect_retries: u8,
 }
 
 /// 12 base64url characters: short enough to read over the phone to support, random enough to be unique.
@@ -69,11 +72,10 @@ impl Gateway {
         }
     }
 
+    /// Flow cookies live at `/` like the session: a login may start on any protected path, and the
+    /// cookies must be visible there to be counted and capped. They are never forwarded upstream.
     pub fn flow_cookie_spec(&self, secure: bool) -> CookieSpec {
-        CookieSpec {
-            secure: self.config.session.secure.unwrap_or(secure),
-            path: self.config.server.prefix.clone(),
-        }
+        self.cookie_spec(secure)
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
@@ -160,6 +162,8 @@ impl ProxyHttp for Gateway {
         };
         ctx.secure = info.secure;
         ctx.trusted_peer = info.trusted;
+        ctx.peer = info.peer;
+        ctx.authority = info.authority.clone();
         let prefix = &self.config.server.prefix;
         if let Some(rest) = info.path.matching.strip_prefix(prefix.as_str()) {
             if rest.is_empty() || rest.starts_with('/') {
@@ -268,12 +272,7 @@ impl ProxyHttp for Gateway {
                 upstream.set_uri(uri);
             }
         }
-        if !ctx.trusted_peer {
-            upstream.insert_header(
-                "X-Forwarded-Proto",
-                if ctx.secure { "https" } else { "http" },
-            )?;
-        }
+        self.set_forwarding_headers(upstream, ctx)?;
         let (Some(index), Some(session)) = (ctx.route, ctx.session.as_ref()) else {
             return Ok(());
         };
@@ -287,6 +286,26 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    /// A refused connection to one member of a pool is retried on another before the health check has
+    /// noticed: the person never sees the transition.
+    fn fail_to_connect(
+        &self,
+        _session: &mut HttpSession,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<pingora::Error>,
+    ) -> Box<pingora::Error> {
+        let pooled = ctx
+            .route
+            .and_then(|i| self.upstreams.get(i))
+            .is_some_and(|u| u.is_pool());
+        if pooled && ctx.connect_retries < 2 {
+            ctx.connect_retries += 1;
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn response_filter(
@@ -371,6 +390,40 @@ fn is_forwarding_header(name: &str) -> bool {
 }
 
 impl Gateway {
+    /// Tells the upstream who the client is and how it reached us. From an untrusted peer every inbound
+    /// forwarding header was removed above, so these are Passerelle's own; behind a trusted proxy its
+    /// values are kept and the peer is appended to the chain.
+    fn set_forwarding_headers(
+        &self,
+        upstream: &mut RequestHeader,
+        ctx: &Ctx,
+    ) -> pingora::Result<()> {
+        let peer = ctx.peer.map(|ip| ip.to_string());
+        if ctx.trusted_peer {
+            if let Some(peer) = peer {
+                let chain = match upstream
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(existing) => format!("{existing}, {peer}"),
+                    None => peer,
+                };
+                upstream.insert_header("X-Forwarded-For", chain)?;
+            }
+            return Ok(());
+        }
+        if let Some(peer) = peer {
+            upstream.insert_header("X-Forwarded-For", peer)?;
+        }
+        upstream.insert_header(
+            "X-Forwarded-Proto",
+            if ctx.secure { "https" } else { "http" },
+        )?;
+        upstream.insert_header("X-Forwarded-Host", ctx.authority.as_str())?;
+        Ok(())
+    }
+
     /// Passerelle's cookies are its own: the upstream never sees the session or flow cookies
     /// (oauth2-proxy #388; mod_auth_openidc `OIDCStripCookies`).
     fn strip_own_cookies(&self, upstream: &mut RequestHeader) {

@@ -6,7 +6,7 @@ mod model;
 
 pub use codec::{KeyRing, OpenError, Purpose};
 pub use cookies::CookieSpec;
-pub use model::{now, LoginFlow, LogoutFlow, Session};
+pub use model::{now, now_ms, LoginFlow, LogoutFlow, Session};
 
 use crate::config::SessionConfig;
 use sha2::{Digest, Sha256};

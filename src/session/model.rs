@@ -11,6 +11,14 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch: orders login flows started within the same second.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// An authenticated session. Field names are short: the whole struct travels in a cookie.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Session {
@@ -55,7 +63,8 @@ pub struct LoginFlow {
     /// Local path (or allow-listed URL) to return to after login.
     pub return_to: String,
     pub scopes: BTreeSet<String>,
-    pub created: u64,
+    /// Milliseconds since the epoch.
+    pub created_ms: u64,
 }
 
 /// A logout in progress: the state sent to the provider and where to land afterwards.
@@ -63,5 +72,6 @@ pub struct LoginFlow {
 pub struct LogoutFlow {
     pub state: String,
     pub return_to: String,
-    pub created: u64,
+    /// Milliseconds since the epoch.
+    pub created_ms: u64,
 }

@@ -56,7 +56,8 @@ test('(a) login: navigation to a protected route → provider (state, nonce, PKC
   assert.match(q.get('code_challenge') || '', /^[A-Za-z0-9_-]{43}$/);
   const flow = first.setCookies.find((c) => c.name.startsWith('passerelle_flow_'));
   assert.ok(flow, `a passerelle_flow_* cookie is set; got ${first.setCookies.map((c) => c.raw).join(' | ')}`);
-  assert.equal(flow.attributes.path, PREFIX);
+  // Path=/ so a login started on any protected path sees (and caps) the flows already in progress.
+  assert.equal(flow.attributes.path, '/');
   assert.ok('httponly' in flow.attributes, 'flow cookie is HttpOnly');
   assert.equal(s.upstream.requests.length, 0, 'nothing reached the upstream before login');
 
