@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use passerelle::config::{self, ProviderKind};
+use passerelle::config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,16 +81,7 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
     let providers: Vec<String> = config
         .providers
         .iter()
-        .map(|p| {
-            format!(
-                "{} ({})",
-                p.name,
-                match p.kind {
-                    ProviderKind::Dev(_) => "dev",
-                    ProviderKind::Oidc => "oidc",
-                }
-            )
-        })
+        .map(|p| format!("{} ({}, {})", p.name, p.kind.label(), p.issuer))
         .collect();
     println!(
         "{}: OK — {} route(s), provider(s): {}",

@@ -40,7 +40,7 @@ pub fn preflight(config: &Config) -> Result<(), StartError> {
     let external: Vec<_> = config
         .providers
         .iter()
-        .filter(|p| matches!(p.kind, ProviderKind::Oidc))
+        .filter(|p| !matches!(p.kind, ProviderKind::Dev(_)))
         .cloned()
         .collect();
     if external.is_empty() {

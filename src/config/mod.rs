@@ -4,19 +4,20 @@
 //! names the file, the line and the key, because the person reading it is an operator at 2 a.m.
 
 mod duration;
+mod provider;
 mod raw;
+mod route;
 mod secret;
 mod types;
 
 pub use duration::parse_duration;
+pub use provider::{nc_connect_issuer, proconnect_issuer};
 pub use secret::{resolve_secret, Secret};
 pub use types::*;
 
-use crate::identity::scopes::is_released;
-use crate::routes::normalise_route_prefix;
 use base64::Engine;
-use raw::{RawConfig, RawProvider, RawRoute, RawServer, RawSession, RawUpstream, S};
-use std::collections::{BTreeSet, HashSet};
+use raw::{RawConfig, RawServer, RawSession, S};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -515,241 +516,6 @@ impl Validator<'_> {
         })
     }
 
-    fn provider(
-        &self,
-        name: S<String>,
-        raw: S<RawProvider>,
-    ) -> Result<ProviderConfig, ConfigError> {
-        let span = raw.span();
-        let raw = raw.into_inner();
-        let name_text = name.get_ref().clone();
-        let key = |k: &str| format!("providers.{name_text}.{k}");
-        if name_text.is_empty()
-            || !name_text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return self.err(
-                name.span(),
-                format!("providers.{name_text}"),
-                "a provider name uses letters, digits, `_` and `-` only",
-            );
-        }
-        let dev_only = [
-            ("listen", raw.listen.as_ref().map(|s| s.span())),
-            (
-                "allow_non_loopback",
-                raw.allow_non_loopback.as_ref().map(|s| s.span()),
-            ),
-            (
-                "signed_userinfo",
-                raw.signed_userinfo.as_ref().map(|s| s.span()),
-            ),
-        ];
-        let kind_text = raw.kind.get_ref().as_str();
-        let (kind, issuer, client_id, client_secret) = match kind_text {
-            "dev" => {
-                let listen = match &raw.listen {
-                    Some(l) => self.socket_addr(l, &key("listen"))?,
-                    None => SocketAddr::from(([127, 0, 0, 1], 8081)),
-                };
-                let allow = raw
-                    .allow_non_loopback
-                    .as_ref()
-                    .map(|b| *b.get_ref())
-                    .unwrap_or(false);
-                if !listen.ip().is_loopback() && !allow {
-                    let s = raw
-                        .listen
-                        .as_ref()
-                        .map(|l| l.span())
-                        .unwrap_or(span.clone());
-                    return self.err(s, key("listen"), format!("the development provider must listen on a loopback address, not {listen}: anyone reaching it can sign in as anyone. Set allow_non_loopback = true only for a throw-away test platform"));
-                }
-                if let Some(i) = &raw.issuer {
-                    return self.err(i.span(), key("issuer"), "the development provider's issuer is derived from `listen`; remove `issuer`");
-                }
-                let issuer = format!("http://{listen}");
-                let client_id = raw
-                    .client_id
-                    .as_ref()
-                    .map(|c| c.get_ref().clone())
-                    .unwrap_or_else(|| "passerelle-dev".into());
-                let secret = match &raw.client_secret {
-                    Some(s) => self.secret(s, &key("client_secret"))?,
-                    None => Secret::new("passerelle-dev-secret"),
-                };
-                let dev = DevProviderConfig {
-                    listen,
-                    signed_userinfo: raw
-                        .signed_userinfo
-                        .as_ref()
-                        .map(|b| *b.get_ref())
-                        .unwrap_or(true),
-                };
-                (ProviderKind::Dev(dev), issuer, client_id, secret)
-            }
-            "oidc" => {
-                for (k, s) in dev_only {
-                    if let Some(s) = s {
-                        return self.err(
-                            s,
-                            key(k),
-                            "only a `kind = \"dev\"` provider takes this key",
-                        );
-                    }
-                }
-                let Some(issuer) = &raw.issuer else {
-                    return self.err(
-                        span,
-                        key("issuer"),
-                        "missing: the provider's issuer URL, as its discovery document states it",
-                    );
-                };
-                let url = url::Url::parse(issuer.get_ref()).or_else(|e| {
-                    self.err(issuer.span(), key("issuer"), format!("not a URL: {e}"))
-                })?;
-                if url.scheme() != "https"
-                    && !(url.scheme() == "http"
-                        && url.host_str().map(is_loopback_host).unwrap_or(false))
-                {
-                    return self.err(
-                        issuer.span(),
-                        key("issuer"),
-                        "an issuer must be https (http is only accepted on loopback, for tests)",
-                    );
-                }
-                if url.query().is_some() || url.fragment().is_some() {
-                    return self.err(
-                        issuer.span(),
-                        key("issuer"),
-                        "an issuer has no query or fragment",
-                    );
-                }
-                let Some(client_id) = &raw.client_id else {
-                    return self.err(
-                        span,
-                        key("client_id"),
-                        "missing: the client_id the provider gave you",
-                    );
-                };
-                let Some(secret) = &raw.client_secret else {
-                    return self.err(
-                        span,
-                        key("client_secret"),
-                        "missing: write it as \"env:NAME\" or \"file:/path\"",
-                    );
-                };
-                (
-                    ProviderKind::Oidc,
-                    issuer.get_ref().clone(),
-                    client_id.get_ref().clone(),
-                    self.secret(secret, &key("client_secret"))?,
-                )
-            }
-            "proconnect" | "nc-connect" => {
-                return self.err(raw.kind.span(), key("kind"), format!("the `{kind_text}` preset is not available in this version yet: use kind = \"oidc\" with the federation's issuer"));
-            }
-            other => {
-                return self.err(
-                    raw.kind.span(),
-                    key("kind"),
-                    format!(
-                        "`{other}` is not one of \"oidc\", \"dev\", \"proconnect\", \"nc-connect\""
-                    ),
-                )
-            }
-        };
-        if client_id.is_empty() {
-            return self.err(span, key("client_id"), "must not be empty");
-        }
-        let auth_method = match &raw.auth_method {
-            None => AuthMethod::ClientSecretBasic,
-            Some(m) => match m.get_ref().as_str() {
-                "client_secret_basic" => AuthMethod::ClientSecretBasic,
-                "client_secret_post" => AuthMethod::ClientSecretPost,
-                other => {
-                    return self.err(
-                        m.span(),
-                        key("auth_method"),
-                        format!(
-                        "`{other}` is not one of \"client_secret_basic\", \"client_secret_post\""
-                    ),
-                    )
-                }
-            },
-        };
-        let mut scopes: BTreeSet<String> = match &raw.scopes {
-            Some(list) => list
-                .get_ref()
-                .iter()
-                .map(|s| self.scope(s, &key("scopes")))
-                .collect::<Result<_, _>>()?,
-            None => ["openid", "email", "profile"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        };
-        scopes.insert("openid".into());
-        let id_token_algs = match &raw.id_token_algs {
-            None => vec!["RS256".into(), "ES256".into(), "HS256".into()],
-            Some(list) => {
-                let mut algs = Vec::new();
-                for a in list.get_ref() {
-                    match a.get_ref().as_str() {
-                        "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256"
-                        | "ES384" | "HS256" | "HS384" | "HS512" | "EdDSA" => {
-                            algs.push(a.get_ref().clone())
-                        }
-                        "none" => {
-                            return self.err(
-                                a.span(),
-                                key("id_token_algs"),
-                                "`none` means an unsigned token: never accepted",
-                            )
-                        }
-                        other => {
-                            return self.err(
-                                a.span(),
-                                key("id_token_algs"),
-                                format!("`{other}` is not a supported signature algorithm"),
-                            )
-                        }
-                    }
-                }
-                if algs.is_empty() {
-                    return self.err(
-                        list.span(),
-                        key("id_token_algs"),
-                        "at least one algorithm is needed",
-                    );
-                }
-                algs
-            }
-        };
-        let display_name = raw
-            .display_name
-            .as_ref()
-            .map(|d| d.get_ref().clone())
-            .unwrap_or_else(|| match &kind {
-                ProviderKind::Dev(_) => "Fournisseur de développement".to_string(),
-                ProviderKind::Oidc => name_text.clone(),
-            });
-        Ok(ProviderConfig {
-            name: name_text.clone(),
-            kind,
-            issuer,
-            client_id,
-            client_secret,
-            auth_method,
-            scopes,
-            display_name,
-            timeout: self.duration(&raw.timeout, &key("timeout"), Duration::from_secs(10))?,
-            id_token_algs,
-            fetch_userinfo: raw.userinfo.as_ref().map(|b| *b.get_ref()).unwrap_or(true),
-        })
-    }
-
     fn scope(&self, s: &S<String>, key: &str) -> Result<String, ConfigError> {
         let text = s.get_ref();
         if text.is_empty()
@@ -761,160 +527,9 @@ impl Validator<'_> {
         }
         Ok(text.clone())
     }
-
-    fn route(
-        &self,
-        index: usize,
-        raw: S<RawRoute>,
-        providers: &[Arc<ProviderConfig>],
-        default_encoding: HeaderEncoding,
-    ) -> Result<RouteConfig, ConfigError> {
-        let span = raw.span();
-        let raw = raw.into_inner();
-        let key = |k: &str| format!("route[{index}].{k}");
-        let host = match &raw.host {
-            Some(h) => Some(
-                HostPattern::parse(h.get_ref()).or_else(|m| self.err(h.span(), key("host"), m))?,
-            ),
-            None => None,
-        };
-        let path = match &raw.path {
-            Some(p) => normalise_route_prefix(p.get_ref())
-                .or_else(|m| self.err(p.span(), key("path"), m))?,
-            None => "/".to_string(),
-        };
-        let upstream_span = raw.upstream.span();
-        let urls = match raw.upstream.into_inner() {
-            RawUpstream::One(u) => vec![u],
-            RawUpstream::Many(list) => list,
-        };
-        if urls.is_empty() {
-            return self.err(
-                upstream_span,
-                key("upstream"),
-                "at least one upstream URL is needed",
-            );
-        }
-        let upstreams = urls
-            .iter()
-            .map(|u| {
-                parse_upstream(u).or_else(|m| self.err(upstream_span.clone(), key("upstream"), m))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let auth = match &raw.auth {
-            None => AuthMode::Required,
-            Some(a) => match a.get_ref().as_str() {
-                "required" => AuthMode::Required,
-                "optional" => AuthMode::Optional,
-                "public" => AuthMode::Public,
-                other => {
-                    return self.err(
-                        a.span(),
-                        key("auth"),
-                        format!("`{other}` is not one of \"required\", \"optional\", \"public\""),
-                    )
-                }
-            },
-        };
-        let route_providers: Vec<String> = match &raw.providers {
-            Some(list) => {
-                let mut names = Vec::new();
-                for p in list.get_ref() {
-                    if !providers.iter().any(|q| &q.name == p.get_ref()) {
-                        return self.err(
-                            p.span(),
-                            key("providers"),
-                            format!(
-                                "no provider named `{}` (defined: {})",
-                                p.get_ref(),
-                                providers
-                                    .iter()
-                                    .map(|q| q.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        );
-                    }
-                    names.push(p.get_ref().clone());
-                }
-                names
-            }
-            None => providers.iter().map(|p| p.name.clone()).collect(),
-        };
-        if auth != AuthMode::Public && route_providers.is_empty() {
-            return self.err(
-                span,
-                key("providers"),
-                "this route needs authentication but no provider is defined",
-            );
-        }
-        let mut scopes = BTreeSet::new();
-        for s in &raw.scopes {
-            scopes.insert(self.scope(s, &key("scopes"))?);
-        }
-        scopes.insert("openid".to_string());
-        let mut headers = Vec::new();
-        for (name, claim) in &raw.headers {
-            let hkey = format!("{}.\"{}\"", key("headers"), name.get_ref());
-            let header = http::HeaderName::from_bytes(name.get_ref().as_bytes())
-                .or_else(|_| self.err(name.span(), hkey.clone(), "not a valid header name"))?;
-            if is_reserved_header(header.as_str()) {
-                return self.err(
-                    name.span(),
-                    hkey,
-                    format!(
-                        "`{}` is a protocol header and cannot carry identity",
-                        name.get_ref()
-                    ),
-                );
-            }
-            if auth == AuthMode::Public {
-                return self.err(
-                    name.span(),
-                    hkey,
-                    "a public route has no session: it cannot forward identity headers",
-                );
-            }
-            if !is_released(claim.get_ref(), scopes.iter().map(String::as_str)) {
-                return self.err(claim.span(), hkey, format!("claim `{}` is not released by this route's scopes ({}): add the scope that releases it to `scopes`", claim.get_ref(), scopes.iter().cloned().collect::<Vec<_>>().join(", ")));
-            }
-            if headers
-                .iter()
-                .any(|(h, _): &(http::HeaderName, String)| h == header)
-            {
-                return self.err(
-                    name.span(),
-                    hkey,
-                    "this header is already mapped (names are case-insensitive)",
-                );
-            }
-            headers.push((header, claim.get_ref().clone()));
-        }
-        let header_encoding = match &raw.header_encoding {
-            Some(e) => self.header_encoding(e, &key("header_encoding"))?,
-            None => default_encoding,
-        };
-        let health_check = match &raw.health_check {
-            Some(h) if h.get_ref().starts_with('/') => Some(h.get_ref().clone()),
-            Some(h) => return self.err(h.span(), key("health_check"), "a path starting with `/`"),
-            None => None,
-        };
-        Ok(RouteConfig {
-            index,
-            host,
-            path,
-            upstreams,
-            auth,
-            providers: route_providers,
-            scopes,
-            headers,
-            header_encoding,
-            health_check,
-        })
-    }
 }
 
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -924,7 +539,7 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Headers that frame the HTTP exchange or carry credentials: never an identity header.
-fn is_reserved_header(lower: &str) -> bool {
+pub(crate) fn is_reserved_header(lower: &str) -> bool {
     matches!(
         lower,
         "host"
@@ -945,7 +560,7 @@ fn is_reserved_header(lower: &str) -> bool {
 }
 
 /// Parses `http://host:port` or `https://host[:port]`.
-fn parse_upstream(text: &str) -> Result<UpstreamTarget, String> {
+pub(crate) fn parse_upstream(text: &str) -> Result<UpstreamTarget, String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     let https = match url.scheme() {
         "http" => false,

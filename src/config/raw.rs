@@ -81,6 +81,42 @@ pub struct RawProvider {
     pub allow_non_loopback: Option<S<bool>>,
     /// `kind = "dev"` only: answer userinfo as a signed JWT, as ProConnect does.
     pub signed_userinfo: Option<S<bool>>,
+    /// Presets: `integration` | `production` (ProConnect), `test` | `production` (NC Connect).
+    pub environment: Option<S<String>>,
+    /// ProConnect: `internet` | `rie`.
+    pub network: Option<S<String>>,
+    /// NC Connect: 3 (Keycloak, default) or 2 (legacy).
+    pub version: Option<S<u8>>,
+    pub acr: Option<S<RawAcr>>,
+    pub prompt: Option<S<String>>,
+    pub idp_hint: Option<S<String>>,
+    pub login_hint: Option<S<String>>,
+    pub siret_hint: Option<S<String>>,
+    pub egress_proxy: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcr {
+    #[serde(default)]
+    pub essential: bool,
+    pub values: S<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    #[serde(default)]
+    pub siret: Vec<S<String>>,
+    #[serde(default)]
+    pub email_domain: Vec<S<String>>,
+    #[serde(default)]
+    pub idp_id: Vec<S<String>>,
+    #[serde(default)]
+    pub roles: Vec<S<String>>,
+    #[serde(default)]
+    pub belonging_population: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +133,12 @@ pub struct RawRoute {
     pub headers: BTreeMap<S<String>, S<String>>,
     pub header_encoding: Option<S<String>>,
     pub health_check: Option<S<String>>,
+    pub acr: Option<S<RawAcr>>,
+    pub require: Option<S<RawRequire>>,
+    pub prompt: Option<S<String>>,
+    pub idp_hint: Option<S<String>>,
+    pub login_hint: Option<S<String>>,
+    pub siret_hint: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -112,13 +112,94 @@ pub enum AuthMethod {
     ClientSecretPost,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderKind {
     Oidc,
     Dev(DevProviderConfig),
+    /// ProConnect (formerly AgentConnect): `claims`-based acr/amr, `client_secret_post`, signed userinfo.
+    ProConnect {
+        network: Network,
+        environment: Environment,
+    },
+    /// NC Connect: v3 (Keycloak realm) or v2 (legacy, nested userinfo).
+    NcConnect {
+        version: u8,
+        environment: Environment,
+    },
 }
 
-#[derive(Debug, Clone)]
+impl ProviderKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderKind::Oidc => "oidc",
+            ProviderKind::Dev(_) => "dev",
+            ProviderKind::ProConnect { .. } => "proconnect",
+            ProviderKind::NcConnect { .. } => "nc-connect",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Internet,
+    Rie,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Integration,
+    Production,
+}
+
+/// An acr requirement, sent through the `claims` parameter and checked in the id_token when essential.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AcrPolicy {
+    pub essential: bool,
+    pub values: Vec<String>,
+}
+
+/// Optional authorization-request parameters; a route's hints override its provider's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizeHints {
+    pub prompt: Option<String>,
+    pub idp_hint: Option<String>,
+    pub login_hint: Option<String>,
+    pub siret_hint: Option<String>,
+}
+
+impl AuthorizeHints {
+    pub fn overridden_by(&self, over: &AuthorizeHints) -> AuthorizeHints {
+        AuthorizeHints {
+            prompt: over.prompt.clone().or_else(|| self.prompt.clone()),
+            idp_hint: over.idp_hint.clone().or_else(|| self.idp_hint.clone()),
+            login_hint: over.login_hint.clone().or_else(|| self.login_hint.clone()),
+            siret_hint: over.siret_hint.clone().or_else(|| self.siret_hint.clone()),
+        }
+    }
+}
+
+/// Access rules on claims; every rule set must pass, each is an allow-list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessRules {
+    pub siret: Vec<String>,
+    /// Lower-case domains, matched exactly against the part after the single `@`.
+    pub email_domain: Vec<String>,
+    pub idp_id: Vec<String>,
+    pub roles: Vec<String>,
+    pub belonging_population: Vec<String>,
+}
+
+impl AccessRules {
+    pub fn is_empty(&self) -> bool {
+        self.siret.is_empty()
+            && self.email_domain.is_empty()
+            && self.idp_id.is_empty()
+            && self.roles.is_empty()
+            && self.belonging_population.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevProviderConfig {
     pub listen: SocketAddr,
     pub signed_userinfo: bool,
@@ -138,6 +219,14 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     pub id_token_algs: Vec<String>,
     pub fetch_userinfo: bool,
+    pub acr: Option<AcrPolicy>,
+    /// Ask for `amr` in the id_token through `claims` (ProConnect leaves it out otherwise).
+    pub request_amr: bool,
+    pub hints: AuthorizeHints,
+    /// HTTP CONNECT proxy for back-channel calls (discovery, JWKS, token, userinfo): RIE networks.
+    pub egress_proxy: Option<String>,
+    /// Extra trust anchors (PEM) for back-channel TLS, e.g. a private RIE authority.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,4 +317,7 @@ pub struct RouteConfig {
     pub header_encoding: HeaderEncoding,
     /// Path probed by the health check of a load-balanced upstream; `None` means a TCP check.
     pub health_check: Option<String>,
+    pub acr: Option<AcrPolicy>,
+    pub require: AccessRules,
+    pub hints: AuthorizeHints,
 }

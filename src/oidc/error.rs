@@ -32,6 +32,11 @@ pub enum LoginError {
     IdToken(String),
     #[error("userinfo rejected: {0}")]
     UserInfo(String),
+    #[error("acr `{got:?}` is not one of the required {wanted:?}")]
+    AcrNotSatisfied {
+        wanted: Vec<String>,
+        got: Option<String>,
+    },
 }
 
 impl LoginError {

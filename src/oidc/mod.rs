@@ -3,6 +3,10 @@
 mod error;
 mod provider;
 pub mod types;
+mod userinfo;
 
 pub use error::LoginError;
-pub use provider::{error_chain, AuthorizeRequest, Provider, VerifiedLogin};
+pub use provider::{
+    build_http_client, claims_parameter, error_chain, AuthorizeOptions, AuthorizeRequest,
+    Expectations, Provider, VerifiedLogin,
+};

@@ -1,13 +1,13 @@
 //! One configured identity provider at run time: discovery, JWKS, authorize, callback, userinfo, logout.
 
 use super::error::LoginError;
-use super::types::{Client, IdTokenClaims, ProviderMetadata, TokenResponse, UserInfoClaims};
-use crate::config::{AuthMethod, ProviderConfig};
-use openidconnect::core::{CoreAuthenticationFlow, CoreJwsSigningAlgorithm};
+use super::types::{Client, IdTokenClaims, ProviderMetadata, TokenResponse};
+use crate::config::{AcrPolicy, AuthMethod, AuthorizeHints, ProviderConfig};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreJwsSigningAlgorithm};
 use openidconnect::{
-    AccessToken, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
-    JsonWebKeySet, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, SubjectIdentifier, TokenResponse as _,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, JsonWebKeySet,
+    Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse as _,
 };
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -31,6 +31,42 @@ pub struct VerifiedLogin {
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub scopes: BTreeSet<String>,
     pub id_token: String,
+}
+
+/// What a login asks the provider for.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeOptions {
+    pub scopes: BTreeSet<String>,
+    pub acr: Option<AcrPolicy>,
+    pub hints: AuthorizeHints,
+}
+
+/// The OIDC `claims` parameter: acr as ProConnect documents it (`essential` + `values`, or `null` to
+/// read it without enforcing it), and amr, which ProConnect leaves out of the id_token unless asked.
+pub fn claims_parameter(acr: Option<&AcrPolicy>, request_amr: bool) -> Option<String> {
+    if acr.is_none() && !request_amr {
+        return None;
+    }
+    let mut id_token = serde_json::Map::new();
+    id_token.insert(
+        "acr".into(),
+        match acr {
+            Some(a) => serde_json::json!({"essential": a.essential, "values": a.values}),
+            None => serde_json::Value::Null,
+        },
+    );
+    if request_amr {
+        id_token.insert("amr".into(), serde_json::Value::Null);
+    }
+    Some(serde_json::json!({ "id_token": id_token }).to_string())
+}
+
+/// What the callback must find, from the login flow that started it.
+pub struct Expectations<'a> {
+    pub nonce: &'a str,
+    pub pkce_verifier: &'a str,
+    pub scopes: &'a BTreeSet<String>,
+    pub acr: Option<&'a AcrPolicy>,
 }
 
 /// Parameters of a new authorization request.
@@ -73,15 +109,10 @@ impl Provider {
     /// (reqwest pools bound to a stopped runtime fail: reqwest#1148). Redirects are never followed
     /// (SSRF, openidconnect's UPGRADE notes).
     fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(self.config.timeout)
-                .connect_timeout(self.config.timeout.min(Duration::from_secs(5)))
-                .user_agent(concat!("passerelle/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
+        self.http.get_or_init(|| build_http_client(&self.config).unwrap_or_else(|e| {
+            tracing::error!(provider = %self.config.name, error = %e, "back-channel client could not be configured; using defaults");
+            reqwest::Client::new()
+        }))
     }
 
     /// Fetches the discovery document and JWKS; checks the issuer is exactly the configured one.
@@ -155,8 +186,9 @@ impl Provider {
     pub async fn authorize(
         &self,
         redirect_uri: &str,
-        scopes: &BTreeSet<String>,
+        options: &AuthorizeOptions,
     ) -> Result<AuthorizeRequest, LoginError> {
+        let scopes = &options.scopes;
         let discovered = self.metadata().await?;
         let client = self.client(&discovered.metadata, redirect_uri)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -172,6 +204,29 @@ impl Provider {
             .set_pkce_challenge(challenge);
         for scope in scopes.iter().filter(|s| s.as_str() != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(claims) = claims_parameter(options.acr.as_ref(), self.config.request_amr) {
+            request = request.add_extra_param("claims", claims);
+        }
+        let hints = &options.hints;
+        if let Some(prompt) = &hints.prompt {
+            for word in prompt.split(' ') {
+                request = request.add_prompt(match word {
+                    "none" => CoreAuthPrompt::None,
+                    "consent" => CoreAuthPrompt::Consent,
+                    "select_account" => CoreAuthPrompt::SelectAccount,
+                    _ => CoreAuthPrompt::Login,
+                });
+            }
+        }
+        for (name, value) in [
+            ("idp_hint", &hints.idp_hint),
+            ("login_hint", &hints.login_hint),
+            ("siret_hint", &hints.siret_hint),
+        ] {
+            if let Some(v) = value {
+                request = request.add_extra_param(name, v.clone());
+            }
         }
         let (url, _, _) = request.url();
         Ok(AuthorizeRequest {
@@ -208,32 +263,39 @@ impl Provider {
         &self,
         code: &str,
         redirect_uri: &str,
-        nonce: &str,
-        pkce_verifier: &str,
-        requested: &BTreeSet<String>,
+        expect: &Expectations<'_>,
     ) -> Result<VerifiedLogin, LoginError> {
-        let discovered = self.metadata().await?;
+        let mut discovered = self.metadata().await?;
         let client = self.client(&discovered.metadata, redirect_uri)?;
         let token: TokenResponse = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| LoginError::TokenExchange(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(expect.pkce_verifier.to_string()))
             .request_async(self.http())
             .await
             .map_err(|e| LoginError::TokenExchange(error_chain(&e)))?;
         let id_token = token.id_token().ok_or(LoginError::MissingIdToken)?;
-        let nonce = Nonce::new(nonce.to_string());
+        let nonce = Nonce::new(expect.nonce.to_string());
         let claims = match self.verify_id_token(&client, id_token, &nonce) {
             Err(LoginError::IdToken(msg))
                 if msg.contains("No matching key") && self.may_refetch_jwks() =>
             {
-                let refreshed = self.refetch_jwks(&discovered).await?;
-                let client = self.client(&refreshed.metadata, redirect_uri)?;
+                discovered = self.refetch_jwks(&discovered).await?;
+                let client = self.client(&discovered.metadata, redirect_uri)?;
                 self.verify_id_token(&client, id_token, &nonce)?
             }
             other => other?,
         };
-        let sub = claims.subject().clone();
+        if let Some(acr) = expect.acr.filter(|a| a.essential) {
+            let got = claims.auth_context_ref().map(|a| a.as_str().to_string());
+            if !got.as_ref().is_some_and(|g| acr.values.contains(g)) {
+                return Err(LoginError::AcrNotSatisfied {
+                    wanted: acr.values.clone(),
+                    got,
+                });
+            }
+        }
+        let sub = claims.subject().to_string();
         let mut all = match serde_json::to_value(&claims) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => return Err(LoginError::IdToken("claims are not a JSON object".into())),
@@ -244,15 +306,34 @@ impl Provider {
             all.remove(protocol_claim);
         }
         if self.config.fetch_userinfo {
-            if let Some(info) = self
-                .user_info(&client, token.access_token().clone(), sub.clone())
-                .await?
-            {
-                if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&info) {
-                    for (k, v) in map {
-                        if !matches!(k.as_str(), "sub" | "iss" | "aud" | "exp" | "iat" | "nbf") {
-                            all.insert(k, v);
-                        }
+            if let Some(endpoint) = discovered.metadata.userinfo_endpoint() {
+                let jwks: jsonwebtoken::jwk::JwkSet =
+                    serde_json::to_value(discovered.metadata.jwks())
+                        .ok()
+                        .and_then(|v| serde_json::from_value(v).ok())
+                        .unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() });
+                let algs = super::userinfo::algorithms(&self.config.id_token_algs);
+                let check = super::userinfo::UserInfoCheck {
+                    issuer: discovered.metadata.issuer().as_str(),
+                    client_id: &self.config.client_id,
+                    client_secret: self.config.client_secret.expose(),
+                    jwks: &jwks,
+                    expected_sub: &sub,
+                    allowed_algs: &algs,
+                };
+                let info = super::userinfo::fetch(
+                    self.http(),
+                    endpoint.as_str(),
+                    token.access_token().secret(),
+                    &check,
+                )
+                .await?;
+                for (k, v) in info {
+                    if !matches!(
+                        k.as_str(),
+                        "sub" | "iss" | "aud" | "exp" | "iat" | "nbf" | "jti"
+                    ) {
+                        all.insert(k, v);
                     }
                 }
             }
@@ -260,7 +341,7 @@ impl Provider {
         let scopes = token
             .scopes()
             .map(|s| s.iter().map(|s| s.to_string()).collect())
-            .unwrap_or_else(|| requested.clone());
+            .unwrap_or_else(|| expect.scopes.clone());
         Ok(VerifiedLogin {
             claims: all,
             scopes,
@@ -296,23 +377,6 @@ impl Provider {
             .claims(&verifier, nonce)
             .cloned()
             .map_err(|e| LoginError::IdToken(error_chain(&e)))
-    }
-
-    async fn user_info(
-        &self,
-        client: &Client,
-        access_token: AccessToken,
-        sub: SubjectIdentifier,
-    ) -> Result<Option<UserInfoClaims>, LoginError> {
-        let request = match client.user_info(access_token, Some(sub)) {
-            Ok(r) => r,
-            Err(_) => return Ok(None),
-        };
-        request
-            .request_async(self.http())
-            .await
-            .map(Some)
-            .map_err(|e| LoginError::UserInfo(error_chain(&e)))
     }
 
     fn may_refetch_jwks(&self) -> bool {
@@ -371,6 +435,26 @@ impl Provider {
         }
         Some(url.to_string())
     }
+}
+
+/// The back-channel client: timeouts, no redirects, the RIE egress proxy and private CA when configured.
+/// Proxy settings from the environment (`HTTPS_PROXY`) are ignored: the config is the one source.
+pub fn build_http_client(config: &ProviderConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("passerelle/", env!("CARGO_PKG_VERSION")))
+        .no_proxy();
+    if let Some(proxy) = &config.egress_proxy {
+        builder = builder.proxy(reqwest::Proxy::all(proxy)?);
+    }
+    if let Some(pem) = &config.ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build()
 }
 
 /// An error and its sources on one line, for the log.

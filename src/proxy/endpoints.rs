@@ -3,7 +3,7 @@
 use super::{Ctx, Gateway, Reply, RequestInfo};
 use crate::config::RouteConfig;
 use crate::identity::{claim_text, encode_value, normalise};
-use crate::oidc::{LoginError, Provider};
+use crate::oidc::{AuthorizeOptions, Expectations, LoginError, Provider};
 use crate::pages::{self, ProviderChoice};
 use crate::redirect::validate_return_to;
 use crate::session::cookies::MAX_FLOWS;
@@ -136,17 +136,19 @@ async fn login(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             return Reply::html(200, pages::sign_in_page(&choices));
         }
     };
-    start_login(gw, info, &chosen, rd, route, ctx).await
+    start_login(gw, info, &chosen, rd, route, None, ctx).await
 }
 
 /// Starts a login at `provider_name`: a fresh state, nonce and PKCE verifier in a flow cookie, and a
-/// redirect to the provider asking for the provider's scopes plus those of the route being reached.
+/// redirect to the provider asking for the provider's scopes plus those of the route being reached —
+/// plus, for a step-up, everything the current session had asked for, so nothing granted is lost.
 pub async fn start_login(
     gw: &Gateway,
     info: &RequestInfo,
     provider_name: &str,
     rd: String,
     route: Option<&RouteConfig>,
+    step_up_from: Option<&Session>,
     ctx: &Ctx,
 ) -> Reply {
     let Some(provider) = gw.provider(provider_name) else {
@@ -163,8 +165,21 @@ pub async fn start_login(
     if let Some(r) = route {
         scopes.extend(r.scopes.iter().cloned());
     }
+    if let Some(previous) = step_up_from {
+        scopes.extend(previous.requested.iter().cloned());
+    }
+    let options = AuthorizeOptions {
+        scopes,
+        acr: route
+            .and_then(|r| r.acr.clone())
+            .or_else(|| provider.config.acr.clone()),
+        hints: match route {
+            Some(r) => provider.config.hints.overridden_by(&r.hints),
+            None => provider.config.hints.clone(),
+        },
+    };
     let redirect_uri = callback_uri(gw, info);
-    let request = match provider.authorize(&redirect_uri, &scopes).await {
+    let request = match provider.authorize(&redirect_uri, &options).await {
         Ok(r) => r,
         Err(e) => return login_failure(gw, e, Some(provider), &rd, ctx),
     };
@@ -174,7 +189,8 @@ pub async fn start_login(
         pkce_verifier: request.pkce_verifier,
         provider: provider_name.to_string(),
         return_to: rd,
-        scopes,
+        scopes: options.scopes,
+        acr: options.acr,
         created_ms: now_ms(),
     };
     let spec = gw.flow_cookie_spec(info.secure);
@@ -278,14 +294,14 @@ async fn finish_login(
         .param("code")
         .filter(|c| !c.is_empty() && c.len() <= 4096)
         .ok_or(LoginError::MissingCode)?;
+    let expect = Expectations {
+        nonce: &flow.nonce,
+        pkce_verifier: &flow.pkce_verifier,
+        scopes: &flow.scopes,
+        acr: flow.acr.as_ref(),
+    };
     let verified = provider
-        .finish(
-            &code,
-            &callback_uri(gw, info),
-            &flow.nonce,
-            &flow.pkce_verifier,
-            &flow.scopes,
-        )
+        .finish(&code, &callback_uri(gw, info), &expect)
         .await?;
     let claims = normalise(&flow.provider, verified.claims);
     let now = now();
@@ -294,6 +310,12 @@ async fn finish_login(
         provider: flow.provider.clone(),
         claims,
         scopes: verified.scopes,
+        requested: flow.scopes.clone(),
+        requested_acr: flow
+            .acr
+            .as_ref()
+            .map(|a| a.values.clone())
+            .unwrap_or_default(),
         id_token: Some(verified.id_token),
         created: now,
         last_seen: now,
@@ -326,6 +348,7 @@ fn login_failure(
     let action = Some((retry.as_str(), "Réessayer de se connecter"));
     match &e {
         LoginError::UnknownState => error_reply(400, "Connexion expirée", "Cette tentative de connexion a expiré ou a déjà été utilisée. Recommencez depuis le service.", "This sign-in attempt expired or was already used.", action, ctx),
+        LoginError::AcrNotSatisfied { .. } => error_reply(403, "Niveau d'authentification insuffisant", "Ce service demande une authentification plus forte que celle obtenue (par exemple une double authentification). Reconnectez-vous avec un moyen d'authentification adapté.", "This service needs a stronger authentication level.", action, ctx),
         LoginError::ProviderError { error, .. } if error == "access_denied" => error_reply(403, "Connexion refusée", "Le fournisseur d'identité a refusé la connexion.", "The identity provider denied the sign-in.", action, ctx),
         LoginError::ProviderError { error, .. } if error == "login_required" => error_reply(401, "Connexion nécessaire", "Vous devez vous connecter auprès du fournisseur d'identité.", "You need to sign in at the identity provider.", action, ctx),
         LoginError::ProviderError { .. } => error_reply(502, "Erreur du fournisseur d'identité", "Le fournisseur d'identité a signalé une erreur.", "The identity provider reported an error.", action, ctx),

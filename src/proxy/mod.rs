@@ -12,6 +12,7 @@ mod respond;
 pub use request::RequestInfo;
 pub use respond::Reply;
 
+use crate::access::{self, Refusal};
 use crate::admin::Metrics;
 use crate::config::{AuthMode, Config, ProviderConfig};
 use crate::identity::{claim_text, encode_value, IdentityHeaderFilter};
@@ -105,7 +106,7 @@ impl Gateway {
         }
         let rd = info.return_to();
         if let [only] = route.providers.as_slice() {
-            return endpoints::start_login(self, info, only, rd, Some(route), ctx)
+            return endpoints::start_login(self, info, only, rd, Some(route), None, ctx)
                 .await
                 .cookies(clear);
         }
@@ -115,6 +116,46 @@ impl Gateway {
             url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
         );
         Reply::redirect(&location).cookies(clear)
+    }
+
+    /// The answer to a session that does not satisfy the route: step-up, or a 403 page.
+    async fn refuse(
+        &self,
+        info: &RequestInfo,
+        route: &crate::config::RouteConfig,
+        s: &Session,
+        refusal: Refusal,
+        ctx: &Ctx,
+    ) -> Reply {
+        let logout = format!("{}/logout", self.config.server.prefix);
+        match refusal {
+            Refusal::StepUp if info.navigation => {
+                tracing::info!(request_id = %ctx.request_id, session = %s.id, route = route.index, "step-up: the route needs more than the session has");
+                endpoints::start_login(self, info, &s.provider, info.return_to(), Some(route), Some(s), ctx).await
+            }
+            Refusal::StepUp => Reply::json(401, &serde_json::json!({"error": "insufficient_scope", "login": format!("{}/login", self.config.server.prefix)}))
+                .header("WWW-Authenticate", "Passerelle error=\"insufficient_scope\"".to_string()),
+            Refusal::Insufficient => {
+                tracing::warn!(request_id = %ctx.request_id, session = %s.id, route = route.index, "access refused: the provider did not grant what the route needs");
+                Reply::html(403, pages::error_page(
+                    "Accès impossible",
+                    "Ce service a besoin d'informations ou d'un niveau d'authentification que votre fournisseur d'identité n'a pas transmis. Reconnectez-vous avec un autre compte ou contactez l'assistance.",
+                    "This service needs data or an authentication level your identity provider did not grant.",
+                    Some((&logout, "Se connecter avec un autre compte")),
+                    &ctx.request_id,
+                ))
+            }
+            Refusal::Forbidden(rule) => {
+                tracing::warn!(request_id = %ctx.request_id, session = %s.id, route = route.index, rule, "access refused by a require rule");
+                Reply::html(403, pages::error_page(
+                    "Accès refusé",
+                    "Votre compte n'est pas autorisé à accéder à ce service (organisation, domaine de messagerie ou profil non admis). Si vous pensez que c'est une erreur, contactez l'assistance du service.",
+                    "Your account is not allowed to use this service.",
+                    Some((&logout, "Se connecter avec un autre compte")),
+                    &ctx.request_id,
+                ))
+            }
+        }
     }
 
     fn route_position(&self, index: usize) -> usize {
@@ -201,8 +242,20 @@ impl ProxyHttp for Gateway {
                     updated.last_seen = now();
                     ctx.set_cookies = self.sessions.issue(&updated, &spec, &info.cookies);
                 }
-                ctx.session = Some(s);
-                return Ok(false);
+                let Err(refusal) = access::decide(route, &s) else {
+                    ctx.session = Some(s);
+                    return Ok(false);
+                };
+                if route.auth == AuthMode::Optional {
+                    // Forwarded without identity: an optional route never gets claims it may not have.
+                    return Ok(false);
+                }
+                let reply = self
+                    .refuse(&info, route, &s, refusal, ctx)
+                    .await
+                    .cookies(std::mem::take(&mut ctx.set_cookies));
+                reply.send(session).await?;
+                return Ok(true);
             }
             SessionState::Valid { .. } => {}
             SessionState::Expired => {

@@ -88,6 +88,9 @@ mod tests {
             headers: vec![],
             header_encoding: HeaderEncoding::Percent,
             health_check: None,
+            acr: None,
+            require: Default::default(),
+            hints: Default::default(),
         }
     }
 

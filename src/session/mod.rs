@@ -178,6 +178,8 @@ mod tests {
             provider: "p".into(),
             claims,
             scopes: BTreeSet::new(),
+            requested: BTreeSet::new(),
+            requested_acr: Vec::new(),
             id_token: None,
             created,
             last_seen,

@@ -33,6 +33,13 @@ pub struct Session {
     /// Scopes the provider granted.
     #[serde(rename = "s")]
     pub scopes: BTreeSet<String>,
+    /// Scopes Passerelle asked for: a route needing one that was asked for but not granted gets a 403,
+    /// not an endless step-up loop.
+    #[serde(rename = "q", default)]
+    pub requested: BTreeSet<String>,
+    /// The acr values asked for at login, for the same reason.
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_acr: Vec<String>,
     /// Raw id_token, kept only as the `id_token_hint` of RP-initiated logout.
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
@@ -63,6 +70,8 @@ pub struct LoginFlow {
     /// Local path (or allow-listed URL) to return to after login.
     pub return_to: String,
     pub scopes: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<crate::config::AcrPolicy>,
     /// Milliseconds since the epoch.
     pub created_ms: u64,
 }

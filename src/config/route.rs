@@ -1,0 +1,253 @@
+//! Validation of `[[route]]`: matching, upstream, authentication, scopes, headers and access rules.
+
+use super::raw::{RawRoute, RawUpstream, S};
+use super::types::*;
+use super::{is_reserved_header, parse_upstream, ConfigError, Validator};
+use crate::identity::scopes::is_released;
+use crate::routes::normalise_route_prefix;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+impl Validator<'_> {
+    pub(super) fn route(
+        &self,
+        index: usize,
+        raw: S<RawRoute>,
+        providers: &[Arc<ProviderConfig>],
+        default_encoding: HeaderEncoding,
+    ) -> Result<RouteConfig, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let key = |k: &str| format!("route[{index}].{k}");
+        let host = match &raw.host {
+            Some(h) => Some(
+                HostPattern::parse(h.get_ref()).or_else(|m| self.err(h.span(), key("host"), m))?,
+            ),
+            None => None,
+        };
+        let path = match &raw.path {
+            Some(p) => normalise_route_prefix(p.get_ref())
+                .or_else(|m| self.err(p.span(), key("path"), m))?,
+            None => "/".to_string(),
+        };
+        let upstream_span = raw.upstream.span();
+        let urls = match raw.upstream.into_inner() {
+            RawUpstream::One(u) => vec![u],
+            RawUpstream::Many(list) => list,
+        };
+        if urls.is_empty() {
+            return self.err(
+                upstream_span,
+                key("upstream"),
+                "at least one upstream URL is needed",
+            );
+        }
+        let upstreams = urls
+            .iter()
+            .map(|u| {
+                parse_upstream(u).or_else(|m| self.err(upstream_span.clone(), key("upstream"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let auth = match &raw.auth {
+            None => AuthMode::Required,
+            Some(a) => match a.get_ref().as_str() {
+                "required" => AuthMode::Required,
+                "optional" => AuthMode::Optional,
+                "public" => AuthMode::Public,
+                other => {
+                    return self.err(
+                        a.span(),
+                        key("auth"),
+                        format!("`{other}` is not one of \"required\", \"optional\", \"public\""),
+                    )
+                }
+            },
+        };
+        let route_providers: Vec<String> = match &raw.providers {
+            Some(list) => {
+                let mut names = Vec::new();
+                for p in list.get_ref() {
+                    if !providers.iter().any(|q| &q.name == p.get_ref()) {
+                        return self.err(
+                            p.span(),
+                            key("providers"),
+                            format!(
+                                "no provider named `{}` (defined: {})",
+                                p.get_ref(),
+                                providers
+                                    .iter()
+                                    .map(|q| q.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        );
+                    }
+                    names.push(p.get_ref().clone());
+                }
+                names
+            }
+            None => providers.iter().map(|p| p.name.clone()).collect(),
+        };
+        if auth != AuthMode::Public && route_providers.is_empty() {
+            return self.err(
+                span,
+                key("providers"),
+                "this route needs authentication but no provider is defined",
+            );
+        }
+        let mut scopes = BTreeSet::new();
+        for s in &raw.scopes {
+            scopes.insert(self.scope(s, &key("scopes"))?);
+        }
+        scopes.insert("openid".to_string());
+        let mut headers = Vec::new();
+        for (name, claim) in &raw.headers {
+            let hkey = format!("{}.\"{}\"", key("headers"), name.get_ref());
+            let header = http::HeaderName::from_bytes(name.get_ref().as_bytes())
+                .or_else(|_| self.err(name.span(), hkey.clone(), "not a valid header name"))?;
+            if is_reserved_header(header.as_str()) {
+                return self.err(
+                    name.span(),
+                    hkey,
+                    format!(
+                        "`{}` is a protocol header and cannot carry identity",
+                        name.get_ref()
+                    ),
+                );
+            }
+            if auth == AuthMode::Public {
+                return self.err(
+                    name.span(),
+                    hkey,
+                    "a public route has no session: it cannot forward identity headers",
+                );
+            }
+            if !is_released(claim.get_ref(), scopes.iter().map(String::as_str)) {
+                return self.err(claim.span(), hkey, format!("claim `{}` is not released by this route's scopes ({}): add the scope that releases it to `scopes`", claim.get_ref(), scopes.iter().cloned().collect::<Vec<_>>().join(", ")));
+            }
+            if headers
+                .iter()
+                .any(|(h, _): &(http::HeaderName, String)| h == header)
+            {
+                return self.err(
+                    name.span(),
+                    hkey,
+                    "this header is already mapped (names are case-insensitive)",
+                );
+            }
+            headers.push((header, claim.get_ref().clone()));
+        }
+        let header_encoding = match &raw.header_encoding {
+            Some(e) => self.header_encoding(e, &key("header_encoding"))?,
+            None => default_encoding,
+        };
+        let health_check = match &raw.health_check {
+            Some(h) if h.get_ref().starts_with('/') => Some(h.get_ref().clone()),
+            Some(h) => return self.err(h.span(), key("health_check"), "a path starting with `/`"),
+            None => None,
+        };
+        let acr = match &raw.acr {
+            Some(a) => Some(self.acr(a, &key("acr"))?),
+            None => None,
+        };
+        let require = match &raw.require {
+            Some(r) => self.require(r, &scopes, &key("require"))?,
+            None => AccessRules::default(),
+        };
+        if auth == AuthMode::Public && (acr.is_some() || !require.is_empty()) {
+            return self.err(
+                span,
+                key("auth"),
+                "a public route cannot have `acr` or `require` rules",
+            );
+        }
+        let hints = self.hints(
+            &raw.prompt,
+            &raw.idp_hint,
+            &raw.login_hint,
+            &raw.siret_hint,
+            &key(""),
+        )?;
+        Ok(RouteConfig {
+            index,
+            host,
+            path,
+            upstreams,
+            auth,
+            providers: route_providers,
+            scopes,
+            headers,
+            header_encoding,
+            health_check,
+            acr,
+            require,
+            hints,
+        })
+    }
+
+    /// Access rules, each on a claim the route's scopes must release (a rule on a claim the route never
+    /// receives would deny everyone, silently).
+    fn require(
+        &self,
+        raw: &S<super::raw::RawRequire>,
+        scopes: &BTreeSet<String>,
+        key: &str,
+    ) -> Result<AccessRules, ConfigError> {
+        let r = raw.get_ref();
+        let check = |list: &Vec<S<String>>,
+                     rule: &str,
+                     claim: &str|
+         -> Result<Vec<String>, ConfigError> {
+            if let Some(first) = list.first() {
+                if !is_released(claim, scopes.iter().map(String::as_str)) {
+                    return self.err(first.span(), format!("{key}.{rule}"), format!("this rule reads the claim `{claim}`, which the route's scopes do not release: add \"{}\" to `scopes`", if claim == "email" { "email" } else { claim }));
+                }
+            }
+            let mut out = Vec::new();
+            for v in list {
+                if v.get_ref().trim().is_empty() {
+                    return self.err(v.span(), format!("{key}.{rule}"), "empty value");
+                }
+                out.push(v.get_ref().trim().to_string());
+            }
+            Ok(out)
+        };
+        let siret = check(&r.siret, "siret", "siret")?;
+        for (s, v) in siret.iter().zip(&r.siret) {
+            if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return self.err(
+                    v.span(),
+                    format!("{key}.siret"),
+                    format!("`{s}` is not a SIRET (14 digits)"),
+                );
+            }
+        }
+        let email_domain: Vec<String> = check(&r.email_domain, "email_domain", "email")?
+            .into_iter()
+            .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+            .collect();
+        for (d, v) in email_domain.iter().zip(&r.email_domain) {
+            if HostPattern::parse(d)
+                .map(|p| matches!(p, HostPattern::Subdomains(_)))
+                .unwrap_or(true)
+            {
+                return self.err(
+                    v.span(),
+                    format!("{key}.email_domain"),
+                    format!("`{d}` is not a domain name (exact match: list each domain)"),
+                );
+            }
+        }
+        Ok(AccessRules {
+            siret,
+            email_domain,
+            idp_id: check(&r.idp_id, "idp_id", "idp_id")?,
+            roles: check(&r.roles, "roles", "roles")?,
+            belonging_population: check(
+                &r.belonging_population,
+                "belonging_population",
+                "belonging_population",
+            )?,
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! The userinfo call, as JSON or as a signed JWT.
+//!
+//! openidconnect 4 verifies signed userinfo with RS256 only and without the client secret, while
+//! ProConnect signs it with ES256 by default, or RS256, or HS256 keyed by the client secret. So the
+//! signature is checked here with the `jsonwebtoken` crate against the provider's JWKS (or the client
+//! secret for HS*), and the claims rules of OIDC Core §5.3.2 are applied: `sub` equal to the id_token's,
+//! `iss` and `aud` ours when present.
+
+use super::error::LoginError;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+/// Larger userinfo answers are refused: no federation sends this much about one person.
+const MAX_BODY: usize = 256 * 1024;
+
+pub struct UserInfoCheck<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub jwks: &'a JwkSet,
+    pub expected_sub: &'a str,
+    pub allowed_algs: &'a [Algorithm],
+}
+
+pub async fn fetch(
+    http: &reqwest::Client,
+    endpoint: &str,
+    access_token: &str,
+    check: &UserInfoCheck<'_>,
+) -> Result<Map<String, Value>, LoginError> {
+    let fail = |m: String| LoginError::UserInfo(m);
+    let mut response = http
+        .get(endpoint)
+        .bearer_auth(access_token)
+        .header("Accept", "application/jwt, application/json")
+        .send()
+        .await
+        .map_err(|e| fail(super::error_chain(&e)))?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| fail(super::error_chain(&e)))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_BODY {
+            return Err(fail("response too large".into()));
+        }
+    }
+    if !status.is_success() {
+        return Err(fail(format!("HTTP {status}")));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| fail("response is not UTF-8".into()))?
+        .trim();
+    // ProConnect labels its answer application/jwt even when it is JSON; trust the body's shape as well.
+    let claims =
+        if content_type == "application/jwt"
+            || (!text.starts_with('{') && text.split('.').count() == 3)
+        {
+            verify_jwt(text, check)?
+        } else {
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => map,
+                _ => return Err(fail(format!(
+                    "response is neither a JSON object nor a JWT (content type `{content_type}`)"
+                ))),
+            }
+        };
+    match claims.get("sub").and_then(Value::as_str) {
+        Some(sub) if sub == check.expected_sub => Ok(claims),
+        Some(_) => Err(fail("sub differs from the id_token's".into())),
+        None => Err(fail("sub missing".into())),
+    }
+}
+
+fn verify_jwt(token: &str, check: &UserInfoCheck<'_>) -> Result<Map<String, Value>, LoginError> {
+    let fail = |m: String| LoginError::UserInfo(m);
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| fail(format!("bad JWT header: {e}")))?;
+    if !check.allowed_algs.contains(&header.alg) {
+        return Err(fail(format!(
+            "signature algorithm {:?} not allowed",
+            header.alg
+        )));
+    }
+    let key = match header.alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            DecodingKey::from_secret(check.client_secret.as_bytes())
+        }
+        alg => {
+            let family = |jwk: &&jsonwebtoken::jwk::Jwk| {
+                use jsonwebtoken::jwk::AlgorithmParameters as P;
+                matches!(
+                    (&jwk.algorithm, alg),
+                    (
+                        P::RSA(_),
+                        Algorithm::RS256
+                            | Algorithm::RS384
+                            | Algorithm::RS512
+                            | Algorithm::PS256
+                            | Algorithm::PS384
+                            | Algorithm::PS512
+                    ) | (P::EllipticCurve(_), Algorithm::ES256 | Algorithm::ES384)
+                        | (P::OctetKeyPair(_), Algorithm::EdDSA)
+                )
+            };
+            let mut candidates = check.jwks.keys.iter().filter(family).filter(|k| {
+                match (&header.kid, &k.common.key_id) {
+                    (Some(kid), Some(id)) => kid == id,
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                }
+            });
+            let jwk = candidates
+                .next()
+                .ok_or_else(|| fail("no matching key in the provider's JWKS".into()))?;
+            if header.kid.is_none() && candidates.next().is_some() {
+                return Err(fail("JWT without kid and several candidate keys".into()));
+            }
+            DecodingKey::from_jwk(jwk).map_err(|e| fail(format!("unusable key: {e}")))?
+        }
+    };
+    let mut validation = Validation::new(header.alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+        .map_err(|e| fail(format!("signature rejected: {e}")))?;
+    let claims = data.claims;
+    if let Some(iss) = claims.get("iss") {
+        if iss.as_str() != Some(check.issuer) {
+            return Err(fail("iss is not the provider's issuer".into()));
+        }
+    }
+    if let Some(aud) = claims.get("aud") {
+        let ours = match aud {
+            Value::String(a) => a == check.client_id,
+            Value::Array(list) => list.iter().any(|a| a.as_str() == Some(check.client_id)),
+            _ => false,
+        };
+        if !ours {
+            return Err(fail("aud does not include our client_id".into()));
+        }
+    }
+    if let Some(exp) = claims.get("exp").and_then(Value::as_i64) {
+        if exp + 60 < chrono::Utc::now().timestamp() {
+            return Err(fail("expired".into()));
+        }
+    }
+    Ok(claims)
+}
+
+/// The signature algorithms a provider may use for userinfo, from the configured id_token list.
+pub fn algorithms(names: &[String]) -> Vec<Algorithm> {
+    names
+        .iter()
+        .filter_map(|n| n.parse::<Algorithm>().ok())
+        .collect()
+}
