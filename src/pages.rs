@@ -18,7 +18,15 @@ a:focus,.btn:focus,button:focus{outline:3px solid #0a76f6;outline-offset:2px}\
 .id{color:#555;font-size:.9rem;margin-top:2rem}\
 ul.providers{list-style:none;padding:0}\
 table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;word-break:break-all}\
-.en{color:#555;font-size:.9rem}";
+.en{color:#555;font-size:.9rem}\
+.choice{margin:1rem 0}\
+.fed{display:inline-flex;align-items:center;gap:.8rem;min-height:3.5rem;padding:.5rem 1.5rem .5rem .8rem;text-decoration:none;font-size:1.1rem;color:#fff}\
+.fed strong{font-weight:700}.fed .small{display:block;font-size:.85rem;line-height:1.2}\
+.fed .mark{display:inline-flex;align-items:center;justify-content:center;width:2.4rem;height:2.4rem;border-radius:50%;background:#fff;font-weight:700;font-size:.9rem}\
+.proconnect{background:#000091}.proconnect:hover,.proconnect:focus{background:#1212ff}.proconnect .mark{color:#000091}\
+.ncconnect{background:#00524c}.ncconnect:hover,.ncconnect:focus{background:#007168}.ncconnect .mark{color:#00524c}\
+.fed:focus{outline:3px solid #0a76f6;outline-offset:2px}\
+.about{margin:.3rem 0 0;font-size:.9rem}.about a{color:#000091}";
 
 fn style_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
@@ -91,21 +99,41 @@ pub fn error_page(
     )
 }
 
+/// Which button a provider gets on the sign-in page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ButtonStyle {
+    ProConnect,
+    NcConnect,
+    Generic,
+}
+
 /// One choice on the sign-in page.
 pub struct ProviderChoice {
     pub label: String,
     pub href: String,
+    pub style: ButtonStyle,
 }
 
+/// The sign-in chooser. ProConnect and NC Connect get buttons shaped like the federations' own kits
+/// (drawn in CSS: no external resource), each with the explanatory link the kits ask for.
 pub fn sign_in_page(choices: &[ProviderChoice]) -> String {
     let items: String = choices
         .iter()
         .map(|c| {
-            format!(
-                "<li><a class=\"btn\" href=\"{}\">Se connecter avec {}</a></li>",
-                escape(&c.href),
-                escape(&c.label)
-            )
+            let href = escape(&c.href);
+            match c.style {
+                ButtonStyle::ProConnect => format!(
+                    "<li class=\"choice\"><a class=\"fed proconnect\" href=\"{href}\"><span class=\"mark\" aria-hidden=\"true\">PC</span>\
+<span><span class=\"small\">S'identifier avec</span> <strong>ProConnect</strong></span></a>\
+<p class=\"about\"><a href=\"https://www.proconnect.gouv.fr/\" rel=\"noopener\">Qu'est-ce que ProConnect ?</a></p></li>"
+                ),
+                ButtonStyle::NcConnect => format!(
+                    "<li class=\"choice\"><a class=\"fed ncconnect\" href=\"{href}\"><span class=\"mark\" aria-hidden=\"true\">NC</span>\
+<span><span class=\"small\">Se connecter avec</span> <strong>NC Connect</strong></span></a>\
+<p class=\"about\"><a href=\"https://connect.gouv.nc/\" rel=\"noopener\">Qu'est-ce que NC Connect ?</a></p></li>"
+                ),
+                ButtonStyle::Generic => format!("<li class=\"choice\"><a class=\"btn\" href=\"{href}\">Se connecter avec {}</a></li>", escape(&c.label)),
+            }
         })
         .collect();
     layout(

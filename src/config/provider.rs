@@ -268,13 +268,15 @@ impl Validator<'_> {
             Some(m) => match m.get_ref().as_str() {
                 "client_secret_basic" => AuthMethod::ClientSecretBasic,
                 "client_secret_post" => AuthMethod::ClientSecretPost,
-                other => return self.err(
-                    m.span(),
-                    key("auth_method"),
-                    format!(
+                other => {
+                    return self.err(
+                        m.span(),
+                        key("auth_method"),
+                        format!(
                         "`{other}` is not one of \"client_secret_basic\", \"client_secret_post\""
                     ),
-                ),
+                    )
+                }
             },
         };
         let default_scopes = match kind {

@@ -68,19 +68,20 @@ pub async fn fetch(
         .map_err(|_| fail("response is not UTF-8".into()))?
         .trim();
     // ProConnect labels its answer application/jwt even when it is JSON; trust the body's shape as well.
-    let claims =
-        if content_type == "application/jwt"
-            || (!text.starts_with('{') && text.split('.').count() == 3)
-        {
-            verify_jwt(text, check)?
-        } else {
-            match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => map,
-                _ => return Err(fail(format!(
+    let claims = if content_type == "application/jwt"
+        || (!text.starts_with('{') && text.split('.').count() == 3)
+    {
+        verify_jwt(text, check)?
+    } else {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(fail(format!(
                     "response is neither a JSON object nor a JWT (content type `{content_type}`)"
-                ))),
+                )))
             }
-        };
+        }
+    };
     match claims.get("sub").and_then(Value::as_str) {
         Some(sub) if sub == check.expected_sub => Ok(claims),
         Some(_) => Err(fail("sub differs from the id_token's".into())),

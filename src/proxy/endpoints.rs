@@ -1,10 +1,11 @@
 //! Passerelle's own endpoints under `server.prefix`: login, callback, logout, logged-out, userinfo, auth.
 
 use super::{Ctx, Gateway, Reply, RequestInfo};
+use crate::config::ProviderKind;
 use crate::config::RouteConfig;
 use crate::identity::{claim_text, encode_value, normalise};
 use crate::oidc::{AuthorizeOptions, Expectations, LoginError, Provider};
-use crate::pages::{self, ProviderChoice};
+use crate::pages::{self, ButtonStyle, ProviderChoice};
 use crate::redirect::validate_return_to;
 use crate::session::cookies::MAX_FLOWS;
 use crate::session::{
@@ -124,6 +125,11 @@ async fn login(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             let choices: Vec<ProviderChoice> = gw
                 .provider_configs(&candidates)
                 .map(|p| ProviderChoice {
+                    style: match p.kind {
+                        ProviderKind::ProConnect { .. } => ButtonStyle::ProConnect,
+                        ProviderKind::NcConnect { .. } => ButtonStyle::NcConnect,
+                        _ => ButtonStyle::Generic,
+                    },
                     label: p.display_name.clone(),
                     href: format!(
                         "{}/login?provider={}&rd={}",
