@@ -133,3 +133,128 @@ fn example_config_is_valid() {
     assert!(matches!(c.providers[0].kind, ProviderKind::Dev(_)));
     assert!(c.echo.is_some());
 }
+
+const PROCONNECT: &str = r#"
+[session]
+keys = ["ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24="]
+
+[providers.pc]
+kind = "proconnect"
+client_id = "client"
+client_secret = "secret"
+
+[[route]]
+upstream = "http://127.0.0.1:9000"
+scopes = ["email", "siret"]
+require = { siret = ["21340126800130"], email_domain = ["Example.gouv.fr"] }
+[route.headers]
+"X-Auth-Siret" = "siret"
+"#;
+
+#[test]
+fn proconnect_preset_fills_in_the_federation_defaults() {
+    let c = parse(PROCONNECT, "pc.toml").unwrap();
+    let p = &c.providers[0];
+    assert_eq!(p.issuer, "https://fca.integ01.dev-agentconnect.fr/api/v2");
+    assert_eq!(p.auth_method, AuthMethod::ClientSecretPost);
+    assert!(p.request_amr);
+    for s in [
+        "openid",
+        "given_name",
+        "usual_name",
+        "email",
+        "uid",
+        "siret",
+        "idp_id",
+    ] {
+        assert!(p.scopes.contains(s), "{s}");
+    }
+    assert_eq!(p.display_name, "ProConnect");
+    assert_eq!(c.routes[0].require.email_domain, vec!["example.gouv.fr"]);
+    let rie = parse(
+        &PROCONNECT.replace(
+            "kind = \"proconnect\"",
+            "kind = \"proconnect\"\nnetwork = \"rie\"\nenvironment = \"production\"",
+        ),
+        "pc.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        rie.providers[0].issuer,
+        "https://auth.agentconnect.rie.gouv.fr/api/v2"
+    );
+}
+
+#[test]
+fn nc_connect_preset_versions() {
+    let text = PROCONNECT.replace("kind = \"proconnect\"", "kind = \"nc-connect\"").replace("\"siret\"]\nrequire = { siret = [\"21340126800130\"], email_domain = [\"Example.gouv.fr\"] }", "\"siret\"]");
+    let c = parse(&text, "nc.toml").unwrap();
+    assert_eq!(
+        c.providers[0].issuer,
+        "https://connect.gouv.nc/v3/realms/nc-connect"
+    );
+    assert_eq!(c.providers[0].auth_method, AuthMethod::ClientSecretBasic);
+    let v2 = parse(
+        &text.replace(
+            "kind = \"nc-connect\"",
+            "kind = \"nc-connect\"\nversion = 2\nenvironment = \"test\"",
+        ),
+        "nc.toml",
+    )
+    .unwrap();
+    assert_eq!(v2.providers[0].issuer, "https://connect-dev.gouv.nc");
+    let e = err(&text.replace(
+        "kind = \"nc-connect\"",
+        "kind = \"nc-connect\"\nversion = 4",
+    ));
+    assert!(e.contains("providers.pc.version"), "{e}");
+    let e = err(&text.replace(
+        "kind = \"nc-connect\"",
+        "kind = \"nc-connect\"\nnetwork = \"rie\"",
+    ));
+    assert!(
+        e.contains("providers.pc.network") && e.contains("proconnect"),
+        "{e}"
+    );
+}
+
+#[test]
+fn require_rules_need_their_claims_released() {
+    let e = err(&PROCONNECT.replace("scopes = [\"email\", \"siret\"]", "scopes = [\"siret\"]"));
+    assert!(
+        e.contains("route[0].require.email_domain") && e.contains("email"),
+        "{e}"
+    );
+    let e = err(&PROCONNECT.replace("\"21340126800130\"]", "\"2134\"]"));
+    assert!(
+        e.contains("route[0].require.siret") && e.contains("14 digits"),
+        "{e}"
+    );
+    let e = err(&PROCONNECT.replace(
+        "email_domain = [\"Example.gouv.fr\"]",
+        "email_domain = [\"*.gouv.fr\"]",
+    ));
+    assert!(e.contains("route[0].require.email_domain"), "{e}");
+}
+
+#[test]
+fn hints_and_acr_are_validated() {
+    let e = err(&PROCONNECT.replace(
+        "client_id = \"client\"",
+        "client_id = \"client\"\nprompt = \"sometimes\"",
+    ));
+    assert!(e.contains("providers.pc.prompt"), "{e}");
+    let e = err(&PROCONNECT.replace(
+        "client_id = \"client\"",
+        "client_id = \"client\"\nsiret_hint = \"123\"",
+    ));
+    assert!(e.contains("providers.pc.siret_hint"), "{e}");
+    let ok = parse(&PROCONNECT.replace("client_id = \"client\"", "client_id = \"client\"\nacr = { essential = true, values = [\"eidas2\"] }\nprompt = \"login\""), "pc.toml").unwrap();
+    assert_eq!(ok.providers[0].acr.as_ref().unwrap().values, vec!["eidas2"]);
+    assert_eq!(ok.providers[0].hints.prompt.as_deref(), Some("login"));
+    let e = err(&PROCONNECT.replace(
+        "client_id = \"client\"",
+        "client_id = \"client\"\negress_proxy = \"socks://x\"",
+    ));
+    assert!(e.contains("providers.pc.egress_proxy"), "{e}");
+}

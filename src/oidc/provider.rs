@@ -468,3 +468,29 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_parameter_follows_proconnect_documentation() {
+        assert_eq!(claims_parameter(None, false), None);
+        let read_only: serde_json::Value =
+            serde_json::from_str(&claims_parameter(None, true).unwrap()).unwrap();
+        assert_eq!(
+            read_only,
+            serde_json::json!({"id_token": {"acr": null, "amr": null}})
+        );
+        let acr = AcrPolicy {
+            essential: true,
+            values: vec!["eidas2".into(), "eidas3".into()],
+        };
+        let required: serde_json::Value =
+            serde_json::from_str(&claims_parameter(Some(&acr), false).unwrap()).unwrap();
+        assert_eq!(
+            required,
+            serde_json::json!({"id_token": {"acr": {"essential": true, "values": ["eidas2", "eidas3"]}}})
+        );
+    }
+}

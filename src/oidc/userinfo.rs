@@ -173,3 +173,63 @@ pub fn algorithms(names: &[String]) -> Vec<Algorithm> {
         .filter_map(|n| n.parse::<Algorithm>().ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn check<'a>(jwks: &'a JwkSet, algs: &'a [Algorithm]) -> UserInfoCheck<'a> {
+        UserInfoCheck {
+            issuer: "https://op.example/api/v2",
+            client_id: "client",
+            client_secret: "s3cret",
+            jwks,
+            expected_sub: "abc",
+            allowed_algs: algs,
+        }
+    }
+
+    fn hs256(claims: serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hs256_userinfo_is_verified_with_the_client_secret() {
+        let jwks = JwkSet { keys: vec![] };
+        let algs = [Algorithm::HS256, Algorithm::ES256];
+        let good = hs256(
+            json!({"sub": "abc", "iss": "https://op.example/api/v2", "aud": "client", "siret": "1"}),
+            "s3cret",
+        );
+        assert_eq!(
+            verify_jwt(&good, &check(&jwks, &algs)).unwrap()["siret"],
+            json!("1")
+        );
+        let forged = hs256(json!({"sub": "abc"}), "other");
+        assert!(verify_jwt(&forged, &check(&jwks, &algs)).is_err());
+        let wrong_iss = hs256(
+            json!({"sub": "abc", "iss": "https://evil.example"}),
+            "s3cret",
+        );
+        assert!(verify_jwt(&wrong_iss, &check(&jwks, &algs)).is_err());
+        let wrong_aud = hs256(json!({"sub": "abc", "aud": ["someone-else"]}), "s3cret");
+        assert!(verify_jwt(&wrong_aud, &check(&jwks, &algs)).is_err());
+    }
+
+    #[test]
+    fn disallowed_algorithms_and_unsigned_tokens_are_refused() {
+        let jwks = JwkSet { keys: vec![] };
+        let token = hs256(json!({"sub": "abc"}), "s3cret");
+        assert!(verify_jwt(&token, &check(&jwks, &[Algorithm::ES256])).is_err());
+        // alg "none": header {"alg":"none"} . payload . empty signature
+        let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhYmMifQ.";
+        assert!(verify_jwt(none, &check(&jwks, &[Algorithm::HS256, Algorithm::ES256])).is_err());
+    }
+}
