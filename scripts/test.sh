@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of Passerelle: Rust unit tests, then the integration tests that start the real binary
-# against a real OpenID provider (the npm package oidc-provider). Installs what it needs.
+# against a real OpenID provider (the npm package oidc-provider), and a real-browser sign-in in Debian's Chromium.
+# Installs what it needs (cmake, node, chromium from apt; npm packages from tests/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)          # pingora-core builds zlib-ng
 command -v node >/dev/null || need_apt+=(nodejs npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)          # the real-browser test (tests/browser/), via playwright-core
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

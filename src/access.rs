@@ -138,7 +138,6 @@ mod tests {
             scopes: set(granted),
             requested: set(requested),
             requested_acr: vec![],
-            id_token: None,
             created: 0,
             last_seen: 0,
         }

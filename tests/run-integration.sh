@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Integration tests: Passerelle (target/release/passerelle) against a real OpenID Provider (oidc-provider),
-# a recording upstream and a scripted person, all on 127.0.0.1.
+# a recording upstream and a scripted person, all on 127.0.0.1; then a real browser (tests/browser/: Debian's
+# Chromium driven by playwright-core) signing in through a ProConnect-like provider.
 #
 #   cargo build --release && tests/run-integration.sh [extra node --test args, e.g. --test-name-pattern='\(a\)']
 #
@@ -21,4 +22,6 @@ if [ ! -x "$bin" ]; then
 fi
 
 mkdir -p tests/output
-exec node --test --test-reporter=spec "$@" tests/integration/
+# One run, one summary: the integration scenarios, then the real-browser test (Chromium at /usr/bin/chromium;
+# skipped with a message when it is absent, except with CI=true where it fails).
+exec node --test --test-reporter=spec "$@" tests/integration/ tests/browser/

@@ -27,9 +27,12 @@ const WELL_KNOWN_PREFIXES: &[&str] = &[
     "x-passerelle-",
 ];
 
-/// Decides whether an inbound header could pass for identity.
+/// Decides whether an inbound header could pass for identity. Runs on every header of every proxied
+/// request, so it compares in place: no allocation per header.
 pub struct IdentityHeaderFilter {
-    prefix: String,
+    /// Folded (lower-case, `-`) prefixes: the configured one and the well-known ones.
+    prefixes: Vec<String>,
+    /// Folded exact names: the configured headers and the well-known ones.
     names: Vec<String>,
 }
 
@@ -38,27 +41,40 @@ impl IdentityHeaderFilter {
     /// PHP and CGI fold them (oauth2-proxy CVE-2025-64484).
     pub fn new(prefix: &str, configured: impl IntoIterator<Item = String>) -> Self {
         let mut names: Vec<String> = configured.into_iter().map(|n| fold(&n)).collect();
-        names.extend(WELL_KNOWN_IDENTITY.iter().map(|n| n.to_string()));
+        names.extend(WELL_KNOWN_IDENTITY.iter().map(|n| fold(n)));
         names.sort();
         names.dedup();
-        IdentityHeaderFilter {
-            prefix: fold(prefix),
-            names,
-        }
+        let mut prefixes: Vec<String> = WELL_KNOWN_PREFIXES.iter().map(|p| fold(p)).collect();
+        prefixes.push(fold(prefix));
+        prefixes.sort();
+        prefixes.dedup();
+        IdentityHeaderFilter { prefixes, names }
     }
 
     pub fn is_identity(&self, name: &str) -> bool {
-        let folded = fold(name);
-        folded.starts_with(&self.prefix)
-            || self.names.binary_search(&folded).is_ok()
-            || WELL_KNOWN_PREFIXES
-                .iter()
-                .any(|p| folded.starts_with(&fold(p)))
+        let name = name.trim().as_bytes();
+        self.prefixes
+            .iter()
+            .any(|p| name.len() >= p.len() && folded_eq(&name[..p.len()], p.as_bytes()))
+            || self.names.iter().any(|n| folded_eq(name, n.as_bytes()))
+    }
+}
+
+/// `raw` equals `folded` once lower-cased with `_` read as `-`.
+pub fn folded_eq(raw: &[u8], folded: &[u8]) -> bool {
+    raw.len() == folded.len() && raw.iter().zip(folded).all(|(r, f)| fold_byte(*r) == *f)
+}
+
+fn fold_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
     }
 }
 
 fn fold(name: &str) -> String {
-    name.trim().to_ascii_lowercase().replace('_', "-")
+    name.trim().bytes().map(|b| fold_byte(b) as char).collect()
 }
 
 /// Renders a claim value as header bytes in the configured encoding. Control characters never pass:

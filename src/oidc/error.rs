@@ -10,7 +10,7 @@ pub enum LoginError {
         configured: String,
         advertised: String,
     },
-    #[error("provider answered error `{error}`")]
+    #[error("provider answered error `{error}`: {}", description.as_deref().unwrap_or("(no description)"))]
     ProviderError {
         error: String,
         description: Option<String>,

@@ -67,20 +67,23 @@ pub async fn fetch(
     let text = std::str::from_utf8(&body)
         .map_err(|_| fail("response is not UTF-8".into()))?
         .trim();
-    // ProConnect labels its answer application/jwt even when it is JSON; trust the body's shape as well.
-    let claims = if content_type == "application/jwt"
-        || (!text.starts_with('{') && text.split('.').count() == 3)
-    {
-        verify_jwt(text, check)?
-    } else {
+    // ProConnect's userinfo route labels every answer application/jwt, JSON included (federations.md §4):
+    // the body's shape decides.
+    let claims = if text.starts_with('{') {
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
             _ => {
                 return Err(fail(format!(
-                    "response is neither a JSON object nor a JWT (content type `{content_type}`)"
+                    "response is not a valid JSON object (content type `{content_type}`)"
                 )))
             }
         }
+    } else if text.split('.').count() == 3 {
+        verify_jwt(text, check)?
+    } else {
+        return Err(fail(format!(
+            "response is neither a JSON object nor a JWT (content type `{content_type}`)"
+        )));
     };
     match claims.get("sub").and_then(Value::as_str) {
         Some(sub) if sub == check.expected_sub => Ok(claims),

@@ -9,7 +9,7 @@ use crate::pages::{self, ButtonStyle, ProviderChoice};
 use crate::redirect::validate_return_to;
 use crate::session::cookies::MAX_FLOWS;
 use crate::session::{
-    now, now_ms, CookieSpec, LoginFlow, LogoutFlow, Purpose, Session, SessionState,
+    now, now_ms, CookieSpec, IdTokenHint, LoginFlow, LogoutFlow, Purpose, Session, SessionState,
 };
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -269,12 +269,21 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
     };
     let result = finish_login(gw, info, &provider, &flow).await;
     match result {
-        Ok(session) => {
+        Ok((session, id_token)) => {
             gw.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
             tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, session = %session.id, sub = %session.sub(), "login succeeded");
             let session_spec = gw.cookie_spec(info.secure);
             let mut cookies = vec![consume];
             cookies.extend(gw.sessions.issue(&session, &session_spec, &info.cookies));
+            let hint = IdTokenHint {
+                session: session.id.clone(),
+                id_token,
+            };
+            cookies.push(hint_cookie_spec(gw, info).set(
+                &hint_cookie_name(gw),
+                &gw.sessions.seal(Purpose::IdTokenHint, &hint),
+                Some(gw.config.session.max_lifetime),
+            ));
             Reply::redirect(&flow.return_to).cookies(cookies)
         }
         Err(e) => login_failure(gw, e, Some(&provider), &flow.return_to, ctx).cookies([consume]),
@@ -286,7 +295,7 @@ async fn finish_login(
     info: &RequestInfo,
     provider: &Provider,
     flow: &LoginFlow,
-) -> Result<Session, LoginError> {
+) -> Result<(Session, String), LoginError> {
     provider
         .check_response_issuer(info.param("iss").as_deref())
         .await?;
@@ -311,7 +320,7 @@ async fn finish_login(
         .await?;
     let claims = normalise(&flow.provider, verified.claims);
     let now = now();
-    Ok(Session {
+    let session = Session {
         id: super::correlation_id(),
         provider: flow.provider.clone(),
         claims,
@@ -322,10 +331,34 @@ async fn finish_login(
             .as_ref()
             .map(|a| a.values.clone())
             .unwrap_or_default(),
-        id_token: Some(verified.id_token),
         created: now,
         last_seen: now,
-    })
+    };
+    Ok((session, verified.id_token))
+}
+
+/// The id_token is needed only as the `id_token_hint` of logout, and it is most of a session's size.
+/// It lives in its own cookie, sent only to Passerelle's endpoints, so proxied requests do not carry it.
+fn hint_cookie_spec(gw: &Gateway, info: &RequestInfo) -> CookieSpec {
+    CookieSpec {
+        secure: gw.config.session.secure.unwrap_or(info.secure),
+        path: gw.config.server.prefix.clone(),
+    }
+}
+
+fn hint_cookie_name(gw: &Gateway) -> String {
+    format!("{}_idt", gw.config.session.cookie_name)
+}
+
+/// The id_token of `session`, if the hint cookie belongs to it.
+fn id_token_hint(gw: &Gateway, info: &RequestInfo, session: &Session) -> Option<String> {
+    let name = hint_cookie_name(gw);
+    info.cookies
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .filter_map(|(_, v)| gw.sessions.open::<IdTokenHint>(Purpose::IdTokenHint, v))
+        .find(|h| h.session == session.id)
+        .map(|h| h.id_token)
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -367,6 +400,7 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
     let rd = return_to(gw, info);
     let spec = gw.cookie_spec(info.secure);
     let mut cookies = gw.sessions.clear(&spec, &info.cookies);
+    cookies.push(hint_cookie_spec(gw, info).delete(&hint_cookie_name(gw)));
     let session = match gw.sessions.load(&info.cookies, &spec) {
         SessionState::Valid { session, .. } => Some(session),
         _ => None,
@@ -387,7 +421,11 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
         gw.config.server.prefix
     );
     match provider
-        .end_session_url(session.id_token.as_deref(), &state, &post_logout)
+        .end_session_url(
+            id_token_hint(gw, info, &session).as_deref(),
+            &state,
+            &post_logout,
+        )
         .await
     {
         Some(url) => {
@@ -471,37 +509,49 @@ fn userinfo(gw: &Gateway, info: &RequestInfo) -> Reply {
 /// Forward-auth for nginx `auth_request` / Traefik `forwardAuth`: 200 with the route's identity headers,
 /// or 401. The original URI is believed only from trusted proxies.
 fn forward_auth(gw: &Gateway, info: &RequestInfo) -> Reply {
-    let original = if info.trusted {
-        info.param("uri")
-    } else {
-        None
+    // The original request line, exactly as the front proxy received it; believed only from trusted
+    // proxies. It is normalised like any request path: a path refused on the main listener is refused
+    // here too, so the two entries cannot disagree on what is protected.
+    let original = info.original_uri.as_deref().unwrap_or("/");
+    let raw_path = original.split(['?', '#']).next().unwrap_or("/");
+    let Ok(path) = crate::routes::normalise_path(raw_path) else {
+        return Reply::text(400, "invalid path");
     };
-    let path = original.as_deref().unwrap_or("/");
-    let Some(route) = route_for(gw, info, path) else {
+    let Some(route) = gw.routes.find(&info.host, &path.matching) else {
         return Reply::text(404, "no route");
     };
     if route.auth == crate::config::AuthMode::Public {
         return Reply::text(200, "public");
     }
     let spec = gw.cookie_spec(info.secure);
-    match gw.sessions.load(&info.cookies, &spec) {
-        SessionState::Valid { session, .. } if route.providers.contains(&session.provider) => {
-            let mut reply = Reply::text(200, "ok");
-            let mut extra: Vec<(http::HeaderName, Vec<u8>)> = Vec::new();
-            for (header, claim) in &route.headers {
-                if let Some(text) = session.claims.get(claim).and_then(claim_text) {
-                    extra.push((header.clone(), encode_value(&text, route.header_encoding)));
-                }
-            }
-            for (name, value) in extra {
-                if let Ok(v) = String::from_utf8(value) {
-                    reply = reply.header(name.as_str().to_string(), v);
-                }
-            }
-            reply
+    let (session, refresh) = match gw.sessions.load(&info.cookies, &spec) {
+        SessionState::Valid { session, refresh } if route.providers.contains(&session.provider) => {
+            (session, refresh)
         }
-        _ => Reply::text(401, "authentication required"),
+        _ if route.auth == crate::config::AuthMode::Optional => {
+            return Reply::text(200, "anonymous")
+        }
+        _ => return Reply::text(401, "authentication required"),
+    };
+    match crate::access::decide(route, &session) {
+        Ok(()) => {}
+        Err(crate::access::Refusal::StepUp) => return Reply::text(401, "insufficient scope"),
+        Err(_) => return Reply::text(403, "forbidden"),
     }
+    let mut reply = Reply::text(200, "ok");
+    for (header, claim) in &route.headers {
+        if let Some(text) = session.claims.get(claim).and_then(claim_text) {
+            if let Ok(v) = String::from_utf8(encode_value(&text, route.header_encoding)) {
+                reply = reply.header(header.as_str().to_string(), v);
+            }
+        }
+    }
+    if refresh {
+        let mut updated = (*session).clone();
+        updated.last_seen = now();
+        reply = reply.cookies(gw.sessions.issue(&updated, &spec, &info.cookies));
+    }
+    reply
 }
 
 fn urlencode(text: &str) -> String {

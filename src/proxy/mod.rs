@@ -433,13 +433,19 @@ impl ProxyHttp for Gateway {
 /// Forwarding headers are believed only from trusted proxies; from anyone else they are removed, so
 /// the upstream cannot be told a false client address or scheme (oauth2-proxy CVE-2026-40575).
 fn is_forwarding_header(name: &str) -> bool {
-    let folded = name.replace('_', "-");
-    folded.starts_with("x-forwarded-")
-        || folded == "forwarded"
-        || folded == "x-real-ip"
-        || folded == "x-original-url"
-        || folded == "x-original-uri"
-        || folded == "x-rewrite-url"
+    use crate::identity::headers::folded_eq;
+    let n = name.as_bytes();
+    (n.len() > 12 && folded_eq(&n[..12], b"x-forwarded-"))
+        || [
+            b"forwarded".as_slice(),
+            b"x-real-ip",
+            b"x-original-url",
+            b"x-original-uri",
+            b"x-rewrite-url",
+            b"x-forwarded-uri",
+        ]
+        .iter()
+        .any(|f| folded_eq(n, f))
 }
 
 impl Gateway {

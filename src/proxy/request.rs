@@ -20,6 +20,9 @@ pub struct RequestInfo {
     pub query: Option<String>,
     pub navigation: bool,
     pub cookies: Vec<(String, String)>,
+    /// For forward-auth: the original request target (`X-Original-URI`, nginx; `X-Forwarded-Uri`,
+    /// Traefik), from trusted proxies only.
+    pub original_uri: Option<String>,
 }
 
 impl RequestInfo {
@@ -75,6 +78,13 @@ impl RequestInfo {
             };
         let cookies =
             parse_cookie_header(req.headers.get_all("cookie").iter().map(|v| v.as_bytes()));
+        let original_uri = if trusted {
+            header("x-original-uri")
+                .or_else(|| header("x-forwarded-uri"))
+                .map(str::to_string)
+        } else {
+            None
+        };
         Ok(RequestInfo {
             peer,
             trusted,
@@ -85,6 +95,7 @@ impl RequestInfo {
             query,
             navigation,
             cookies,
+            original_uri,
         })
     }
 

@@ -25,6 +25,7 @@ pub enum Purpose {
     Session,
     LoginFlow,
     LogoutFlow,
+    IdTokenHint,
 }
 
 impl Purpose {
@@ -33,6 +34,7 @@ impl Purpose {
             Purpose::Session => b"passerelle/session/v1",
             Purpose::LoginFlow => b"passerelle/login-flow/v1",
             Purpose::LogoutFlow => b"passerelle/logout-flow/v1",
+            Purpose::IdTokenHint => b"passerelle/id-token-hint/v1",
         }
     }
 }

@@ -6,7 +6,7 @@ mod model;
 
 pub use codec::{KeyRing, OpenError, Purpose};
 pub use cookies::CookieSpec;
-pub use model::{now, now_ms, LoginFlow, LogoutFlow, Session};
+pub use model::{now, now_ms, IdTokenHint, LoginFlow, LogoutFlow, Session};
 
 use crate::config::SessionConfig;
 use sha2::{Digest, Sha256};
@@ -180,7 +180,6 @@ mod tests {
             scopes: BTreeSet::new(),
             requested: BTreeSet::new(),
             requested_acr: Vec::new(),
-            id_token: None,
             created,
             last_seen,
         }

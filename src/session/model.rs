@@ -40,9 +40,6 @@ pub struct Session {
     /// The acr values asked for at login, for the same reason.
     #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
     pub requested_acr: Vec<String>,
-    /// Raw id_token, kept only as the `id_token_hint` of RP-initiated logout.
-    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
     /// When the login happened: the absolute lifetime counts from here.
     #[serde(rename = "a")]
     pub created: u64,
@@ -58,6 +55,14 @@ impl Session {
             .and_then(|v| v.as_str())
             .unwrap_or("")
     }
+}
+
+/// The raw id_token of a session, kept only as the `id_token_hint` of RP-initiated logout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IdTokenHint {
+    /// The session it belongs to: a hint cookie left from another session is ignored.
+    pub session: String,
+    pub id_token: String,
 }
 
 /// A login in progress, kept in its own short-lived cookie so any replica can finish it.

@@ -619,7 +619,7 @@ test('(g5) Passerelle\'s own cookies are not forwarded; the application\'s are',
 
 // (g6) -----------------------------------------------------------------------------------------------------------
 function forwardAuth(person, base, uri) {
-  return person.request(`${base}${PREFIX}/auth?uri=${encodeURIComponent(uri)}`, { headers: { Accept: '*/*' } });
+  return person.request(`${base}${PREFIX}/auth`, { headers: { Accept: '*/*', 'X-Original-URI': uri } });
 }
 
 test('(g6) forward-auth /.passerelle/auth: 401 without a session, 200 with the route\'s headers; uri believed only from trusted proxies', TEST_TIMEOUT, async (t) => {

@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# Passerelle throughput benchmark (not a test: it measures, it does not judge the build).
+#
+#   bash bench/run.sh                      # 10 s per measurement
+#   BENCH_DURATION=30s bash bench/run.sh   # longer runs
+#
+# What it does, in one run of the release binary:
+#   1. writes a throw-away config on free loopback ports: the built-in echo upstream, the built-in development
+#      provider, a public route (/public) and a protected route (/) in front of the echo;
+#   2. starts `passerelle run`, waits for the admin /ready by polling, signs in as `angela` through the
+#      development provider by script (curl), and checks that the session cookie really opens the protected
+#      route (200 from the echo, which received X-Auth-Sub) — it stops loudly otherwise;
+#   3. measures with `wrk --latency`:
+#        (a) direct      the echo upstream itself, no Passerelle (baseline)
+#        (b) public      a public route through Passerelle
+#        (c) auth        a protected route through Passerelle with the valid session cookie
+#        (d) api-401     the protected route without a cookie, as an API client (Accept: application/json -> 401)
+#      in BENCH_ROUNDS interleaved rounds (a, b, c, d, a, b, c, d, ...), so that load from other processes on a
+#      shared machine hits all cases alike;
+#   4. prints a table (median requests/s, p50, p99, and the CPU time Passerelle's proxy threads spent per
+#      request) with the ratios auth/public and public/direct (median of the per-round ratios), and writes it
+#      to bench/output/results.md with the raw wrk output beside it.
+#
+# Target: auth >= 0.9 x public (decoding and checking the encrypted session cookie and injecting the identity
+# headers should cost less than 10 % of a proxied request).
+#
+# Environment (all optional):
+#   BENCH_DURATION     wrk duration per measurement            (default 10s)
+#   BENCH_ROUNDS       interleaved rounds of the four cases     (default 3; the table gives medians)
+#   BENCH_CONNECTIONS  wrk connections                          (default 32)
+#   BENCH_WRK_THREADS  wrk threads                              (default 1)
+#   BENCH_THREADS      Passerelle's [server] threads            (default 1, see below)
+#   PASSERELLE_BIN     binary to measure                        (default target/release/passerelle)
+#
+# Server threads: this script sets `[server] threads = 1` by default rather than leaving Passerelle's default
+# (one per core). The reference machine has 2 cores and wrk and the echo upstream (always 1 thread) run on the
+# same machine; one proxy thread keeps the three from fighting over the cores and makes the figures
+# comparable between runs. Set BENCH_THREADS to measure another setting; the value used is printed.
+#
+# Everything listens on 127.0.0.1 only; the server is stopped on exit, whatever happens.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT_DIR="$ROOT/bench/output"
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+SERVER_THREADS=${BENCH_THREADS:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
+BIN_SRC=${PASSERELLE_BIN:-$ROOT/target/release/passerelle}
+
+die() { echo "bench: ERROR: $*" >&2; exit 1; }
+say() { echo "==> $*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+  say "installing wrk"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  fi
+fi
+command -v wrk >/dev/null || die "wrk is not installed and could not be installed"
+command -v curl >/dev/null || die "curl is needed"
+command -v ss >/dev/null || die "ss (iproute2) is needed to find free ports"
+
+# --- workspace and cleanup ------------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/passerelle-bench.XXXXXX")
+SERVER_PID=""
+cleanup() {
+  local rc=$?
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    # SIGINT is pingora's fast shutdown; SIGKILL only if it is still there after 15 s.
+    kill -INT "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ $rc -ne 0 ] && [ -f "$WORK/server.log" ]; then
+    echo "---- last lines of the server log ----" >&2
+    tail -n 20 "$WORK/server.log" >&2 || true
+  fi
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The binary may be rebuilt while we run: wait for it (bounded), then measure a private copy.
+for _ in $(seq 300); do [ -x "$BIN_SRC" ] && break; sleep 1; done
+[ -x "$BIN_SRC" ] || die "no binary at $BIN_SRC (cargo build --release first)"
+cp "$BIN_SRC" "$WORK/passerelle"
+BIN="$WORK/passerelle"
+
+# --- free ports -----------------------------------------------------------------------------------------------
+used_ports() { ss -Htan | awk '{n=split($4,a,":"); print a[n]}' | sort -u; }
+USED=$(used_ports)
+PICKED=""
+pick_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$(( 20000 + RANDOM % 40000 ))
+    if ! grep -qx "$p" <<<"$USED" && ! grep -qw "$p" <<<"$PICKED"; then
+      PICKED="$PICKED $p"; echo "$p"; return 0
+    fi
+  done
+  die "no free port found"
+}
+PROXY_PORT=$(pick_port); PICKED="$PICKED $PROXY_PORT"
+DEV_PORT=$(pick_port);   PICKED="$PICKED $DEV_PORT"
+ECHO_PORT=$(pick_port);  PICKED="$PICKED $ECHO_PORT"
+ADMIN_PORT=$(pick_port); PICKED="$PICKED $ADMIN_PORT"
+PROXY="http://127.0.0.1:$PROXY_PORT"
+DEV="http://127.0.0.1:$DEV_PORT"
+ECHO="http://127.0.0.1:$ECHO_PORT"
+ADMIN="http://127.0.0.1:$ADMIN_PORT"
+
+# --- config ---------------------------------------------------------------------------------------------------
+KEY=$("$BIN" keygen | tr -d '[:space:]')
+CONFIG="$WORK/bench.toml"
+cat >"$CONFIG" <<EOF
+# Written by bench/run.sh; deleted at exit.
+[server]
+listen = ["127.0.0.1:$PROXY_PORT"]
+public_url = "$PROXY"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+threads = $SERVER_THREADS
+log_format = "json"
+
+[session]
+keys = ["$KEY"]
+idle_timeout = "30m"
+max_lifetime = "12h"
+
+[providers.dev]
+kind = "dev"
+listen = "127.0.0.1:$DEV_PORT"
+client_id = "passerelle-bench"
+client_secret = "bench-secret"
+display_name = "Identités de test"
+scopes = ["openid", "email", "given_name", "usual_name", "siret"]
+
+[echo]
+listen = "127.0.0.1:$ECHO_PORT"
+
+# Protected: the same shape as config.example.toml.
+[[route]]
+path = "/"
+upstream = "$ECHO"
+auth = "required"
+providers = ["dev"]
+scopes = ["email", "given_name", "usual_name", "siret"]
+[route.headers]
+"X-Auth-Sub" = "sub"
+"X-Auth-Email" = "email"
+"X-Auth-Given-Name" = "given_name"
+"X-Auth-Family-Name" = "family_name"
+"X-Auth-Siret" = "siret"
+
+# Public: no session needed, identity headers still stripped.
+[[route]]
+path = "/public"
+upstream = "$ECHO"
+auth = "public"
+EOF
+"$BIN" check --config "$CONFIG" >&2 || die "the generated config does not pass \`passerelle check\`"
+
+# --- start and wait -------------------------------------------------------------------------------------------
+say "starting Passerelle (threads = $SERVER_THREADS) on $PROXY, admin $ADMIN, echo $ECHO, dev provider $DEV"
+"$BIN" run --config "$CONFIG" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+
+# Poll (never a fixed sleep): until $1 answers 2xx, the server dies, or 30 s pass.
+wait_for() {
+  local url=$1
+  for _ in $(seq 300); do
+    kill -0 "$SERVER_PID" 2>/dev/null || die "Passerelle exited during start-up"
+    curl -sf -o /dev/null --max-time 1 "$url" && return 0
+    sleep 0.1
+  done
+  die "$url did not answer within 30 s"
+}
+wait_for "$ADMIN/ready"
+# /ready comes from the admin listener; also make sure the proxy and the echo themselves answer.
+wait_for "$PROXY/public"
+wait_for "$ECHO/"
+
+# --- scripted login -------------------------------------------------------------------------------------------
+say "signing in as angela through the development provider"
+JAR="$WORK/cookies.txt"
+C=(curl -sS --max-time 10 -b "$JAR" -c "$JAR")
+AUTHORIZE=$("${C[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Accept: text/html' "$PROXY/bench/start")
+[ "${AUTHORIZE%% *}" = 302 ] || die "GET $PROXY/bench/start (navigation) answered ${AUTHORIZE%% *}, expected 302 to the provider"
+AUTHORIZE=${AUTHORIZE#* }
+case "$AUTHORIZE" in "$DEV"/authorize*) ;; *) die "login redirect goes to '$AUTHORIZE', not to $DEV/authorize" ;; esac
+REQUEST=$("${C[@]}" "$AUTHORIZE" | grep -o 'name="request" value="[^"]*"' | head -n1 | sed 's/.*value="//; s/"$//')
+[ -n "$REQUEST" ] || die "no hidden 'request' field on the provider's authorize page"
+CALLBACK=$("${C[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' \
+  --data-urlencode "request=$REQUEST" --data-urlencode "identity=angela" "$DEV/authorize/approve")
+[ "${CALLBACK%% *}" = 302 ] || die "approve answered ${CALLBACK%% *}, expected 302 to the callback"
+CALLBACK=${CALLBACK#* }
+case "$CALLBACK" in "$PROXY"/.passerelle/callback*) ;; *) die "approve redirects to '$CALLBACK', not to Passerelle's callback" ;; esac
+BACK=$("${C[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' "$CALLBACK")
+[ "${BACK%% *}" = 302 ] || die "callback answered ${BACK%% *}, expected 302 back to the application"
+# The session cookie(s) only: `passerelle`, and `passerelle.1`, ... when a large session is split. Not the
+# login-flow cookies: curl's jar keeps those although the callback deletes them (Max-Age=0), as a browser
+# would not.
+COOKIE=$(awk -F'\t' 'NF>=7 && $6 ~ /^(__Host-)?passerelle(\.[0-9]+)?$/ && $7!="" {printf "%s%s=%s", sep, $6, $7; sep="; "}' "$JAR")
+[ -n "$COOKIE" ] || die "no session cookie after the callback"
+say "session cookie obtained (${#COOKIE} bytes in the Cookie header)"
+
+# --- verify what we are going to measure -----------------------------------------------------------------------
+J='Accept: application/json'
+check_status() { # name expected url [curl args...]
+  local name=$1 expected=$2 url=$3; shift 3
+  local got
+  got=$(curl -sS --max-time 5 -o "$WORK/body" -w '%{http_code}' "$@" "$url")
+  [ "$got" = "$expected" ] || die "($name) $url answered $got, expected $expected: $(head -c 300 "$WORK/body")"
+}
+verify_auth() {
+  check_status auth 200 "$PROXY/app" -H "$J" -H "Cookie: $COOKIE"
+  grep -q '"x-auth-sub"' "$WORK/body" \
+    || die "(auth) 200 but the echo did not receive X-Auth-Sub — not an authenticated request: $(head -c 300 "$WORK/body")"
+}
+check_status direct 200 "$ECHO/public" -H "$J"
+check_status public 200 "$PROXY/public" -H "$J"
+grep -q '"x-auth-' "$WORK/body" && die "(public) identity headers reached the upstream on a public route"
+verify_auth
+check_status api-401 401 "$PROXY/app" -H "$J"
+say "checked: direct 200, public 200, auth 200 with X-Auth-Sub at the echo, api without cookie 401"
+
+# --- measure --------------------------------------------------------------------------------------------------
+to_ms() { # wrk latency (e.g. 669.00us, 1.49ms, 2.00s) -> milliseconds
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "nan" }'
+}
+# CPU time (clock ticks) used so far by Passerelle's proxy worker threads (named "passerelle"; the echo,
+# development provider and admin threads have their own names). Divided by the requests served, it gives the
+# proxy's own cost per request: less sensitive than requests/s to what else runs on the machine (not immune:
+# contention adds context switches).
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+proxy_ticks() {
+  local t total=0 f
+  for t in /proc/"$SERVER_PID"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = passerelle ] || continue
+    f=$(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
+    total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
+  done
+  echo "$total"
+}
+declare -A RPS P50 P99 NON2XX ERRS CPU   # keyed "case#round"
+run_wrk() { # name round url [wrk args...]
+  local name=$1 round=$2 url=$3; shift 3
+  local k="$name#$round" out="$WORK/wrk-$name-$round.txt" t0 t1 n
+  say "round $round/$ROUNDS: wrk ($name) $url  [-t$WRK_THREADS -c$CONNECTIONS -d$DURATION]"
+  t0=$(proxy_ticks)
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency "$@" "$url" >"$out" 2>&1 \
+    || die "wrk ($name) failed: $(cat "$out")"
+  t1=$(proxy_ticks)
+  cp "$out" "$OUT_DIR/"
+  n=$(awk '/requests in/ {print $1}' "$out")
+  CPU[$k]=$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+  RPS[$k]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
+  P50[$k]=$(to_ms "$(awk '$1=="50%" {print $2}' "$out")")
+  P99[$k]=$(to_ms "$(awk '$1=="99%" {print $2}' "$out")")
+  NON2XX[$k]=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+  NON2XX[$k]=${NON2XX[$k]:-0}
+  ERRS[$k]=$(awk '/Socket errors:/ {gsub(",", ""); print $4+$6+$8+$10}' "$out")
+  ERRS[$k]=${ERRS[$k]:-0}
+  [ -n "${RPS[$k]}" ] || die "could not read wrk's output for ($name)"
+}
+# How busy the machine is before we start (other builds or tests skew every figure): CPU use over 1 s.
+cpu_busy() {
+  local a b
+  a=($(awk '/^cpu / {print $2+$3+$4+$6+$7+$8, $5}' /proc/stat)); sleep 1
+  b=($(awk '/^cpu / {print $2+$3+$4+$6+$7+$8, $5}' /proc/stat))
+  awk -v u=$((b[0] - a[0])) -v i=$((b[1] - a[1])) 'BEGIN { t = u + i; printf "%.0f", (t > 0 ? 100 * u / t : 0) }'
+}
+BUSY_BEFORE=$(cpu_busy)
+if [ "$BUSY_BEFORE" -gt 20 ]; then
+  say "warning: the machine is already ${BUSY_BEFORE}% busy before the run; figures will be skewed"
+fi
+mkdir -p "$OUT_DIR"
+rm -f "$OUT_DIR"/wrk-*.txt
+CASES=(direct public auth api-401)
+# Interleaved rounds: each round measures the four cases back to back, so a neighbour's load that comes and
+# goes hits the cases of a round alike; the ratios are taken within each round, then the median over rounds.
+for round in $(seq "$ROUNDS"); do
+  run_wrk direct  "$round" "$ECHO/public" -H "$J"
+  run_wrk public  "$round" "$PROXY/public" -H "$J"
+  run_wrk auth    "$round" "$PROXY/app" -H "$J" -H "Cookie: $COOKIE"
+  run_wrk api-401 "$round" "$PROXY/app" -H "$J"
+done
+
+# wrk counts 3xx as successes: check again after the run that the cookie still opens the route, and that the
+# runs that should be all-2xx were.
+verify_auth
+ERR_TOTAL=0
+for round in $(seq "$ROUNDS"); do
+  for n in direct public auth; do
+    [ "${NON2XX[$n#$round]}" = 0 ] \
+      || die "($n) round $round: ${NON2XX[$n#$round]} responses were not 2xx/3xx (see $OUT_DIR/wrk-$n-$round.txt)"
+  done
+  for n in "${CASES[@]}"; do ERR_TOTAL=$((ERR_TOTAL + ERRS[$n#$round])); done
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else printf "0" }'; }
+declare -A MRPS MP50 MP99 MCPU SUM_NON2XX SUM_ERRS
+for n in "${CASES[@]}"; do
+  r=(); l50=(); l99=(); cpu=(); SUM_NON2XX[$n]=0; SUM_ERRS[$n]=0
+  for round in $(seq "$ROUNDS"); do
+    r+=("${RPS[$n#$round]}"); l50+=("${P50[$n#$round]}"); l99+=("${P99[$n#$round]}"); cpu+=("${CPU[$n#$round]}")
+    SUM_NON2XX[$n]=$((SUM_NON2XX[$n] + NON2XX[$n#$round])); SUM_ERRS[$n]=$((SUM_ERRS[$n] + ERRS[$n#$round]))
+  done
+  MRPS[$n]=$(median "${r[@]}" | awk '{printf "%.0f", $1}')
+  MP50[$n]=$(median "${l50[@]}" | awk '{printf "%.3f", $1}')
+  MP99[$n]=$(median "${l99[@]}" | awk '{printf "%.3f", $1}')
+  MCPU[$n]=$(median "${cpu[@]}" | awk '{printf "%.1f", $1}')
+done
+ap=(); pd=(); PER_ROUND=""
+for round in $(seq "$ROUNDS"); do
+  a=$(ratio "${RPS[auth#$round]}" "${RPS[public#$round]}"); p=$(ratio "${RPS[public#$round]}" "${RPS[direct#$round]}")
+  ap+=("$a"); pd+=("$p")
+  PER_ROUND="$PER_ROUND| $round | ${RPS[direct#$round]} | ${RPS[public#$round]} | ${RPS[auth#$round]} | ${RPS[api-401#$round]} | $(printf '%.2f' "$a") | $(printf '%.2f' "$p") |
+"
+done
+
+# --- report ---------------------------------------------------------------------------------------------------
+R_AUTH_PUBLIC=$(median "${ap[@]}" | awk '{printf "%.2f", $1}')
+R_PUBLIC_DIRECT=$(median "${pd[@]}" | awk '{printf "%.2f", $1}')
+R_CPU=$(awk -v a="${MCPU[auth]}" -v b="${MCPU[public]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')
+MET=$(awk -v r="$R_AUTH_PUBLIC" 'BEGIN { print (r + 0 >= 0.9) ? "met" : "NOT met" }')
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+
+{
+  echo "# Passerelle benchmark"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit ${REV}${DIRTY}"
+  echo "- machine: $(nproc) CPU ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null)), CPU busy just before the run: ${BUSY_BEFORE}% (load average at the end: $(cut -d" " -f1-3 /proc/loadavg))"
+  echo "- wrk: -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS round(s), Accept: application/json; Passerelle [server] threads = $SERVER_THREADS; echo upstream 1 thread; all on 127.0.0.1"
+  echo "- session Cookie header: ${#COOKIE} bytes"
+  echo
+  echo "| case | what | requests/s | p50 (ms) | p99 (ms) | proxy CPU (µs/req) | non-2xx/3xx | socket errors |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  echo "| (a) direct | echo upstream, no Passerelle | ${MRPS[direct]} | ${MP50[direct]} | ${MP99[direct]} | ${MCPU[direct]} | ${SUM_NON2XX[direct]} | ${SUM_ERRS[direct]} |"
+  echo "| (b) public | public route through Passerelle | ${MRPS[public]} | ${MP50[public]} | ${MP99[public]} | ${MCPU[public]} | ${SUM_NON2XX[public]} | ${SUM_ERRS[public]} |"
+  echo "| (c) auth | protected route, valid session cookie | ${MRPS[auth]} | ${MP50[auth]} | ${MP99[auth]} | ${MCPU[auth]} | ${SUM_NON2XX[auth]} | ${SUM_ERRS[auth]} |"
+  echo "| (d) api-401 | protected route, no cookie, API client (401) | ${MRPS[api-401]} | ${MP50[api-401]} | ${MP99[api-401]} | ${MCPU[api-401]} | ${SUM_NON2XX[api-401]} (expected: all) | ${SUM_ERRS[api-401]} |"
+  echo
+  echo "Medians over $ROUNDS interleaved round(s); non-2xx/3xx and socket errors are totals. proxy CPU: CPU time"
+  echo "of Passerelle's proxy threads per request (not the echo's, not wrk's); 0 for (a), which bypasses them."
+  echo
+  echo "- auth / public = **$R_AUTH_PUBLIC** (target: authenticated >= 0.9 x public — $MET)"
+  echo "- public / direct = **$R_PUBLIC_DIRECT** (cost of the proxy hop itself)"
+  echo "- proxy CPU per request, auth / public = **$R_CPU** (what authentication adds to Passerelle's own work)"
+  echo
+  echo "Per round (requests/s):"
+  echo
+  echo "| round | direct | public | auth | api-401 | auth/public | public/direct |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  printf '%s' "$PER_ROUND"
+  if [ "$ERR_TOTAL" -gt 0 ]; then
+    echo "- note: $ERR_TOTAL socket errors in total (see wrk-*.txt)"
+  fi
+  echo
+  echo "Raw wrk output: bench/output/wrk-CASE-ROUND.txt. Figures from a shared 2-core machine"
+  echo "with wrk, Passerelle and the echo on the same cores: compare ratios, not absolute numbers."
+} | tee "$OUT_DIR/results.md"
