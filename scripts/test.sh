@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)          # pingora-core builds zlib-ng
 command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v openssl >/dev/null || need_apt+=(openssl)     # the CONNECT-tunnel test makes a throw-away CA
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)          # the real-browser test (tests/browser/), via playwright-core
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
