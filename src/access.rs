@@ -140,6 +140,7 @@ mod tests {
             requested_acr: vec![],
             created: 0,
             last_seen: 0,
+            rendered: Default::default(),
         }
     }
 

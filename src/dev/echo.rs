@@ -16,6 +16,20 @@ pub struct Echo {
 impl ServeHttp for Echo {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        // `?fixed`: a constant two-byte answer, whatever the request carried, so a benchmark compares
+        // Passerelle's own cost across routes rather than the echo's work on longer header lists.
+        if req
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "fixed"))
+        {
+            return Response::builder()
+                .status(200)
+                .header("Content-Type", "text/plain")
+                .header("Content-Length", 2)
+                .body(b"ok".to_vec())
+                .unwrap_or_default();
+        }
         let wants_json = req
             .headers
             .get("accept")

@@ -77,6 +77,24 @@ fn fold(name: &str) -> String {
     name.trim().bytes().map(|b| fold_byte(b) as char).collect()
 }
 
+/// The identity headers of `route` for these claims, in the route's encoding. A claim the session does
+/// not hold produces no header (the inbound one was stripped anyway).
+pub fn render_headers(
+    route: &crate::config::RouteConfig,
+    claims: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    route
+        .headers
+        .iter()
+        .filter_map(|(header, claim)| {
+            let text = claims.get(claim).and_then(super::claim_text)?;
+            let value =
+                http::HeaderValue::from_bytes(&encode_value(&text, route.header_encoding)).ok()?;
+            Some((header.clone(), value))
+        })
+        .collect()
+}
+
 /// Renders a claim value as header bytes in the configured encoding. Control characters never pass:
 /// a claim must not be able to inject a header line.
 pub fn encode_value(value: &str, encoding: HeaderEncoding) -> Vec<u8> {

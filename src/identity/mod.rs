@@ -4,5 +4,5 @@ pub mod headers;
 pub mod normalise;
 pub mod scopes;
 
-pub use headers::{encode_value, IdentityHeaderFilter};
+pub use headers::{encode_value, render_headers, IdentityHeaderFilter};
 pub use normalise::{claim_text, normalise};

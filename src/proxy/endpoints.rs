@@ -3,7 +3,7 @@
 use super::{Ctx, Gateway, Reply, RequestInfo};
 use crate::config::ProviderKind;
 use crate::config::RouteConfig;
-use crate::identity::{claim_text, encode_value, normalise};
+use crate::identity::{normalise, render_headers};
 use crate::oidc::{AuthorizeOptions, Expectations, LoginError, Provider};
 use crate::pages::{self, ButtonStyle, ProviderChoice};
 use crate::redirect::validate_return_to;
@@ -333,6 +333,7 @@ async fn finish_login(
             .unwrap_or_default(),
         created: now,
         last_seen: now,
+        rendered: Default::default(),
     };
     Ok((session, verified.id_token))
 }
@@ -539,11 +540,13 @@ fn forward_auth(gw: &Gateway, info: &RequestInfo) -> Reply {
         Err(_) => return Reply::text(403, "forbidden"),
     }
     let mut reply = Reply::text(200, "ok");
-    for (header, claim) in &route.headers {
-        if let Some(text) = session.claims.get(claim).and_then(claim_text) {
-            if let Ok(v) = String::from_utf8(encode_value(&text, route.header_encoding)) {
-                reply = reply.header(header.as_str().to_string(), v);
-            }
+    for (name, value) in session
+        .rendered
+        .get_or_render(route.index, || render_headers(route, &session.claims))
+        .iter()
+    {
+        if let Ok(v) = value.to_str() {
+            reply = reply.header(name.as_str().to_string(), v.to_string());
         }
     }
     if refresh {

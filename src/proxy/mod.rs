@@ -15,7 +15,7 @@ pub use respond::Reply;
 use crate::access::{self, Refusal};
 use crate::admin::Metrics;
 use crate::config::{AuthMode, Config, ProviderConfig};
-use crate::identity::{claim_text, encode_value, IdentityHeaderFilter};
+use crate::identity::{render_headers, IdentityHeaderFilter};
 use crate::oidc::Provider;
 use crate::pages;
 use crate::routes::RouteTable;
@@ -330,13 +330,11 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let route = &self.routes.all()[self.route_position(index)];
-        for (header, claim) in &route.headers {
-            if let Some(text) = session.claims.get(claim).and_then(claim_text) {
-                let value = encode_value(&text, route.header_encoding);
-                if let Ok(v) = http::HeaderValue::from_bytes(&value) {
-                    upstream.insert_header(header.clone(), v)?;
-                }
-            }
+        let rendered = session
+            .rendered
+            .get_or_render(route.index, || render_headers(route, &session.claims));
+        for (name, value) in rendered.iter() {
+            upstream.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
     }
@@ -486,29 +484,32 @@ impl Gateway {
     /// Passerelle's cookies are its own: the upstream never sees the session or flow cookies
     /// (oauth2-proxy #388; mod_auth_openidc `OIDCStripCookies`).
     fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
-        let values: Vec<String> = upstream
-            .headers
-            .get_all("cookie")
+        let base = self.config.session.cookie_name.as_str();
+        // `base`, its chunks `base.N`, and `base_*` (login and logout flows, id_token hint), with or
+        // without the `__Host-` prefix.
+        let is_ours = |pair: &str| {
+            let name = pair.split('=').next().unwrap_or("").trim();
+            let name = name.strip_prefix("__Host-").unwrap_or(name);
+            name.strip_prefix(base).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('_')
+            })
+        };
+        let cookie_values = upstream.headers.get_all("cookie");
+        let any_ours = cookie_values
             .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        if values.is_empty() {
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .any(is_ours);
+        if !any_ours {
             return;
         }
-        let base = &self.config.session.cookie_name;
-        let kept: Vec<&str> = values
+        let kept: Vec<String> = cookie_values
             .iter()
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .map(str::trim)
-            .filter(|pair| {
-                let name = pair.split('=').next().unwrap_or("").trim();
-                let name = name.strip_prefix("__Host-").unwrap_or(name);
-                !(name == base
-                    || name.starts_with(&format!("{base}."))
-                    || name.starts_with(&format!("{base}_flow_"))
-                    || name.starts_with(&format!("{base}_logout")))
-            })
-            .filter(|pair| !pair.is_empty())
+            .filter(|pair| !pair.is_empty() && !is_ours(pair))
+            .map(str::to_string)
             .collect();
         upstream.remove_header("cookie");
         if !kept.is_empty() {

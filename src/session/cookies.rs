@@ -102,8 +102,7 @@ pub fn split(value: &str) -> Vec<&str> {
 pub fn join(cookies: &[(String, String)], base: &str) -> Option<String> {
     let mut joined = String::new();
     for index in 0..=MAX_CHUNKS {
-        let name = chunk_name(base, index);
-        let mut values = cookies.iter().filter(|(n, _)| *n == name);
+        let mut values = cookies.iter().filter(|(n, _)| is_chunk(n, base, index));
         match (values.next(), values.next()) {
             (Some(_), Some(_)) => return None,
             (Some((_, v)), None) => {
@@ -118,10 +117,23 @@ pub fn join(cookies: &[(String, String)], base: &str) -> Option<String> {
     (!joined.is_empty()).then_some(joined)
 }
 
+/// `name` is chunk `index` of `base`; compared in place, as this runs on every authenticated request.
+fn is_chunk(name: &str, base: &str, index: usize) -> bool {
+    match name.strip_prefix(base) {
+        Some("") => index == 0,
+        Some(rest) => {
+            index > 0
+                && rest.strip_prefix('.').and_then(|d| d.parse::<usize>().ok()) == Some(index)
+                && !rest[1..].starts_with('0')
+        }
+        None => false,
+    }
+}
+
 /// Indices of the chunks of `base` present in the request, to delete the ones a new value no longer uses.
 pub fn present_chunks(cookies: &[(String, String)], base: &str) -> usize {
     (0..=MAX_CHUNKS)
-        .take_while(|i| cookies.iter().any(|(n, _)| *n == chunk_name(base, *i)))
+        .take_while(|i| cookies.iter().any(|(n, _)| is_chunk(n, base, *i)))
         .count()
 }
 

@@ -9,7 +9,6 @@ pub use cookies::CookieSpec;
 pub use model::{now, now_ms, IdTokenHint, LoginFlow, LogoutFlow, Session};
 
 use crate::config::SessionConfig;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,20 +32,25 @@ pub struct SessionManager {
     pub config: SessionConfig,
     /// Decoded sessions keyed by a digest of the cookie text: skips decryption and JSON parsing on hot
     /// paths. Bounded in count and lifetime; timeouts are still checked on every request.
-    cache: moka::sync::Cache<[u8; 32], Arc<Session>>,
+    /// Keyed by the cookie text itself: a lookup compares the whole value, so no two cookies can share an entry.
+    cache: moka::sync::Cache<String, Arc<Session>>,
+    /// `__Host-<cookie_name>`, computed once: the name is looked up on every request.
+    secure_name: String,
 }
 
 impl SessionManager {
     pub fn new(config: SessionConfig) -> Self {
         let ring = KeyRing::new(&config.keys);
         let cache = moka::sync::Cache::builder()
-            .max_capacity(100_000)
+            .max_capacity(20_000)
             .time_to_live(Duration::from_secs(300))
             .build();
+        let secure_name = format!("__Host-{}", config.cookie_name);
         SessionManager {
             ring,
             config,
             cache,
+            secure_name,
         }
     }
 
@@ -57,16 +61,19 @@ impl SessionManager {
     }
 
     pub fn load(&self, cookies: &[(String, String)], spec: &CookieSpec) -> SessionState {
-        let name = spec.name(&self.config.cookie_name);
-        let Some(text) = cookies::join(cookies, &name) else {
-            return if cookies.iter().any(|(n, _)| n.starts_with(&name)) {
+        let name = if spec.secure && spec.path == "/" {
+            &self.secure_name
+        } else {
+            &self.config.cookie_name
+        };
+        let Some(text) = cookies::join(cookies, name) else {
+            return if cookies.iter().any(|(n, _)| n.starts_with(name.as_str())) {
                 SessionState::Invalid("duplicated or too many chunks")
             } else {
                 SessionState::None
             };
         };
-        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        let session = match self.cache.get(&digest) {
+        let session = match self.cache.get(text.as_str()) {
             Some(s) => s,
             None => {
                 let plain = match self.ring.open(Purpose::Session, &text) {
@@ -78,7 +85,7 @@ impl SessionManager {
                     return SessionState::Invalid("unreadable");
                 };
                 let session = Arc::new(session);
-                self.cache.insert(digest, session.clone());
+                self.cache.insert(text, session.clone());
                 session
             }
         };
@@ -182,6 +189,7 @@ mod tests {
             requested_acr: Vec::new(),
             created,
             last_seen,
+            rendered: Default::default(),
         }
     }
 

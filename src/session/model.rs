@@ -19,6 +19,51 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Header name and value pairs, ready to insert.
+pub type HeaderList = std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>;
+
+/// Identity headers already rendered for a route, kept beside the decoded (and cached) session so a
+/// request reuses them instead of re-encoding every claim. Never serialised.
+#[derive(Default)]
+pub struct RenderedHeaders(std::sync::Mutex<Vec<(usize, HeaderList)>>);
+
+impl RenderedHeaders {
+    pub fn get_or_render(
+        &self,
+        route: usize,
+        render: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> HeaderList {
+        let mut cached = match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((_, headers)) = cached.iter().find(|(r, _)| *r == route) {
+            return headers.clone();
+        }
+        let headers: HeaderList = render().into();
+        cached.push((route, headers.clone()));
+        headers
+    }
+}
+
+impl Clone for RenderedHeaders {
+    fn clone(&self) -> Self {
+        RenderedHeaders::default()
+    }
+}
+
+impl PartialEq for RenderedHeaders {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for RenderedHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RenderedHeaders")
+    }
+}
+
 /// An authenticated session. Field names are short: the whole struct travels in a cookie.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Session {
@@ -46,6 +91,8 @@ pub struct Session {
     /// Last time a request refreshed the session: the idle timeout counts from here.
     #[serde(rename = "l")]
     pub last_seen: u64,
+    #[serde(skip)]
+    pub rendered: RenderedHeaders,
 }
 
 impl Session {
