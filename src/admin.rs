@@ -78,12 +78,6 @@ impl ServeHttp for Admin {
             ),
             _ => (404, "text/plain", b"not found\n".to_vec()),
         };
-        Response::builder()
-            .status(status)
-            .header("Content-Type", content_type)
-            .header("Content-Length", body.len())
-            .header("Cache-Control", "no-store")
-            .body(body)
-            .unwrap_or_default()
+        crate::small_app::response(status, content_type, body)
     }
 }

@@ -17,4 +17,5 @@ pub mod redirect;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod small_app;
 pub mod upstream;

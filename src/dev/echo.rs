@@ -2,6 +2,7 @@
 //! an application behind Passerelle is told.
 
 use crate::pages::{escape, layout};
+use crate::small_app::response;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -23,12 +24,7 @@ impl ServeHttp for Echo {
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "fixed"))
         {
-            return Response::builder()
-                .status(200)
-                .header("Content-Type", "text/plain")
-                .header("Content-Length", 2)
-                .body(b"ok".to_vec())
-                .unwrap_or_default();
+            return response(200, "text/plain", b"ok".to_vec());
         }
         let wants_json = req
             .headers
@@ -80,12 +76,6 @@ Les en-têtes d'identité (<code>X-Auth-*</code>) sont surlignés.</p><p><strong
                 layout("Application de démonstration", &body).into_bytes(),
             )
         };
-        Response::builder()
-            .status(200)
-            .header("Content-Type", content_type)
-            .header("Content-Length", body.len())
-            .header("Cache-Control", "no-store")
-            .body(body)
-            .unwrap_or_default()
+        response(200, content_type, body)
     }
 }

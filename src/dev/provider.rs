@@ -536,15 +536,7 @@ async fn read_form(session: &mut ServerSession) -> Result<HashMap<String, String
     Ok(parse_form(&String::from_utf8_lossy(&body)))
 }
 
-fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Content-Length", body.len())
-        .header("Cache-Control", "no-store")
-        .body(body)
-        .unwrap_or_default()
-}
+use crate::small_app::response as respond;
 
 fn json_response(status: u16, value: &Value) -> Response<Vec<u8>> {
     respond(
