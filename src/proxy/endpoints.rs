@@ -9,7 +9,7 @@ use crate::pages::{self, ButtonStyle, ProviderChoice};
 use crate::redirect::validate_return_to;
 use crate::session::cookies::MAX_FLOWS;
 use crate::session::{
-    now, now_ms, CookieSpec, IdTokenHint, LoginFlow, LogoutFlow, Purpose, Session, SessionState,
+    now, now_us, CookieSpec, IdTokenHint, LoginFlow, LogoutFlow, Purpose, Session, SessionState,
 };
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -70,9 +70,9 @@ fn logout_cookie_name(gw: &Gateway, spec: &CookieSpec) -> String {
     spec.name(&format!("{}_logout", gw.config.session.cookie_name))
 }
 
-/// Whether a flow started at `created_ms` is still within the login timeout.
-fn flow_alive(gw: &Gateway, created_ms: u64) -> bool {
-    now_ms() < created_ms.saturating_add(gw.config.session.login_timeout.as_millis() as u64)
+/// Whether a flow started at `created_us` is still within the login timeout.
+fn flow_alive(gw: &Gateway, created_us: u64) -> bool {
+    now_us() < created_us.saturating_add(gw.config.session.login_timeout.as_micros() as u64)
 }
 
 fn callback_uri(gw: &Gateway, info: &RequestInfo) -> String {
@@ -197,7 +197,7 @@ pub async fn start_login(
         return_to: rd,
         scopes: options.scopes,
         acr: options.acr,
-        created_ms: now_ms(),
+        created_us: now_us(),
     };
     let spec = gw.flow_cookie_spec(info.secure);
     let mut cookies = evict_old_flows(gw, info, &spec);
@@ -222,7 +222,7 @@ fn evict_old_flows(gw: &Gateway, info: &RequestInfo, spec: &CookieSpec) -> Vec<S
             (
                 gw.sessions
                     .open::<LoginFlow>(Purpose::LoginFlow, v)
-                    .map(|f| f.created_ms)
+                    .map(|f| f.created_us)
                     .unwrap_or(0),
                 n.as_str(),
             )
@@ -260,7 +260,7 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
         .filter(|(n, _)| *n == cookie_name)
         .find_map(|(_, v)| gw.sessions.open::<LoginFlow>(Purpose::LoginFlow, v))
         .filter(|f| bool::from(f.state.as_bytes().ct_eq(state.as_bytes())))
-        .filter(|f| flow_alive(gw, f.created_ms));
+        .filter(|f| flow_alive(gw, f.created_us));
     let Some(flow) = flow else {
         return login_failure(gw, LoginError::UnknownState, None, "/", ctx).cookies([consume]);
     };
@@ -433,7 +433,7 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             let flow = LogoutFlow {
                 state,
                 return_to: rd,
-                created_ms: now_ms(),
+                created_us: now_us(),
             };
             let flow_spec = gw.flow_cookie_spec(info.secure);
             cookies.push(flow_spec.set(
@@ -468,7 +468,7 @@ fn logged_out(gw: &Gateway, info: &RequestInfo) -> Reply {
     let state = info.param("state");
     let matched = match (&flow, &state) {
         (Some(f), Some(s)) => {
-            bool::from(f.state.as_bytes().ct_eq(s.as_bytes())) && flow_alive(gw, f.created_ms)
+            bool::from(f.state.as_bytes().ct_eq(s.as_bytes())) && flow_alive(gw, f.created_us)
         }
         _ => false,
     };

@@ -6,7 +6,7 @@ mod model;
 
 pub use codec::{KeyRing, OpenError, Purpose};
 pub use cookies::CookieSpec;
-pub use model::{now, now_ms, IdTokenHint, LoginFlow, LogoutFlow, Session};
+pub use model::{now, now_us, IdTokenHint, LoginFlow, LogoutFlow, Session};
 
 use crate::config::SessionConfig;
 use std::sync::Arc;

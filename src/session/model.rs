@@ -11,11 +11,12 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Milliseconds since the Unix epoch: orders login flows started within the same second.
-pub fn now_ms() -> u64 {
+/// Microseconds since the Unix epoch: orders login flows started within the same millisecond, which a
+/// page opening several tabs at once can do.
+pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
 
@@ -124,8 +125,8 @@ pub struct LoginFlow {
     pub scopes: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acr: Option<crate::config::AcrPolicy>,
-    /// Milliseconds since the epoch.
-    pub created_ms: u64,
+    /// Microseconds since the epoch.
+    pub created_us: u64,
 }
 
 /// A logout in progress: the state sent to the provider and where to land afterwards.
@@ -133,6 +134,6 @@ pub struct LoginFlow {
 pub struct LogoutFlow {
     pub state: String,
     pub return_to: String,
-    /// Milliseconds since the epoch.
-    pub created_ms: u64,
+    /// Microseconds since the epoch.
+    pub created_us: u64,
 }

@@ -19,17 +19,17 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import {
-  chromiumAvailability, launchChromium, launchPasserelle, PROCONNECT_ACCOUNTS, PROCONNECT_PREFIX,
-  startHtmlUpstream, startProConnectLikeProvider,
+  chromiumAvailability, launchChromium, PROCONNECT_ACCOUNTS, PROCONNECT_PREFIX, startHtmlUpstream,
+  startProConnectLikeProvider,
 } from '../support/browser.mjs';
-import { freePort } from '../support/passerelle.mjs';
+import { stopAfter } from '../support/http.mjs';
+import { launchPasserelle, OUTPUT_DIR } from '../support/passerelle.mjs';
 import { startProvider } from '../support/provider.mjs';
-import { OUTPUT_DIR, PREFIX } from '../support/stack.mjs';
+import { addresses, PREFIX, q } from '../support/stack.mjs';
 import { headerValues } from '../support/upstream.mjs';
 
 const availability = chromiumAvailability();
 const { angela } = PROCONNECT_ACCOUNTS;
-const q = (s) => JSON.stringify(String(s)); // a TOML basic string is JSON-compatible for these values
 const squash = (s) => String(s ?? '').replace(/\s+/g, ' ').trim();
 
 /** WCAG 2 contrast ratio of two CSS rgb()/rgba() colours (alpha ignored: both are opaque here). */
@@ -88,18 +88,11 @@ test('(browser) Chromium: deep link → sign-in page (two providers, keyboard re
   if (availability.failure) assert.fail(availability.failure);
   await mkdir(OUTPUT_DIR, { recursive: true });
 
-  const port = await freePort();
-  const adminPort = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const redirectUris = [`${base}${PREFIX}/callback`];
-  const postLogoutRedirectUris = [`${base}${PREFIX}/logged-out`];
+  const { port, adminPort, base, redirectUris, postLogoutRedirectUris } = await addresses();
 
-  const pc = await startProConnectLikeProvider({ redirectUris, postLogoutRedirectUris });
-  t.after(() => pc.stop());
-  const autre = await startProvider({ redirectUris, postLogoutRedirectUris, authMethod: 'client_secret_basic' });
-  t.after(() => autre.stop());
-  const app = await startHtmlUpstream();
-  t.after(() => app.stop());
+  const pc = await stopAfter(t, startProConnectLikeProvider({ redirectUris, postLogoutRedirectUris }));
+  const autre = await stopAfter(t, startProvider({ redirectUris, postLogoutRedirectUris, authMethod: 'client_secret_basic' }));
+  const app = await stopAfter(t, startHtmlUpstream());
   const toml = passerelleToml({ port, adminPort, pc, autre, upstream: app.url });
   const passerelle = await launchPasserelle(t, toml, { adminPort, logName: 'browser_signin' });
 

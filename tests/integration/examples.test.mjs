@@ -4,12 +4,11 @@
 // Run: tests/run-integration.sh --test-name-pattern='examples'   or   node --test tests/integration/examples.test.mjs
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { PASSERELLE_BIN, REPO_ROOT, sessionKey } from '../support/passerelle.mjs';
+import { REPO_ROOT, runPasserelle, sessionKey } from '../support/passerelle.mjs';
 
 const EXAMPLES_DIR = path.join(REPO_ROOT, 'deploy', 'examples');
 // The examples the README promises; any other .toml dropped in the folder is checked too.
@@ -20,43 +19,9 @@ const PROMISED = [
   'nc-connect.toml',
 ];
 
-const pause = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** The binary may be rebuilt by the lead while tests run: wait (bounded) until it is there. */
-async function waitForBinary(timeoutMs = 300_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!existsSync(PASSERELLE_BIN)) {
-    if (Date.now() > deadline) throw new Error(`Passerelle binary not found at ${PASSERELLE_BIN} after ${timeoutMs} ms`);
-    await pause(250); // polling for the file to reappear
-  }
-}
-
-async function check(file, env, { unset = [] } = {}) {
-  const childEnv = { ...process.env, ...env };
-  for (const name of unset) delete childEnv[name];
-  for (let attempt = 0; ; attempt++) {
-    await waitForBinary();
-    try {
-      return await new Promise((resolve, reject) => {
-        const child = spawn(PASSERELLE_BIN, ['check', '--config', file], {
-          cwd: REPO_ROOT,
-          env: childEnv,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d) => { stdout += d; });
-        child.stderr.on('data', (d) => { stderr += d; });
-        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-        child.on('error', (e) => { clearTimeout(timer); reject(e); });
-        child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
-      });
-    } catch (e) {
-      // ENOENT / ETXTBSY while the binary is being replaced: retry a few times.
-      if (attempt >= 5) throw e;
-      await pause(1000); // back-off before retrying the spawn
-    }
-  }
+/** `passerelle check --config FILE` from the repository root: { code, signal, stdout, stderr }. */
+function check(file, env, { unset = [] } = {}) {
+  return runPasserelle(['check', '--config', file], { cwd: REPO_ROOT, env, unset });
 }
 
 /** `"env:NAME"` secrets named anywhere in the file (comments included: setting an unused one is harmless). */

@@ -7,156 +7,44 @@
 // or: node --test tests/integration/federations.test.mjs
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { assertFrenchErrorPage, decodeJwt, identityLines, sessionCookies } from '../support/checks.mjs';
+import {
+  assertFrenchErrorPage, assertNoSecretsInLogs, correlationIdOn, decodeJwt, identityLines, sessionCookies,
+} from '../support/checks.mjs';
 import {
   NC_ACCOUNTS, NC_V2_ACCOUNTS, PROCONNECT_ACCOUNTS,
   startNcConnectProvider, startNcConnectV2Provider, startProConnectProvider,
 } from '../support/federation-provider.mjs';
 import { startForwardProxy, VIA } from '../support/forward-proxy.mjs';
+import { stopAfter } from '../support/http.mjs';
 import { createPerson, decodeEntities, parseForms } from '../support/person.mjs';
-import { freePort, PASSERELLE_BIN, sessionKey } from '../support/passerelle.mjs';
-import { OUTPUT_DIR, PREFIX } from '../support/stack.mjs';
+import { freePort, launchPasserelle, outputName } from '../support/passerelle.mjs';
+import { addresses, configToml, PREFIX, providerToml, tv } from '../support/stack.mjs';
 import { headerValues, headersMatching, startUpstream } from '../support/upstream.mjs';
 
 const helene = PROCONNECT_ACCOUNTS.helene.claims;
 const bruno = PROCONNECT_ACCOUNTS.bruno.claims;
 const ncHelene = NC_ACCOUNTS.helene.claims;
 const TEST_TIMEOUT = { timeout: 120_000 };
-const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
-
-/** The binary may be rebuilt by the lead while tests run: wait (bounded) until it is there. */
-async function waitForBinary(timeoutMs = 300_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!existsSync(PASSERELLE_BIN)) {
-    if (Date.now() > deadline) throw new Error(`Passerelle binary not found at ${PASSERELLE_BIN} after ${timeoutMs} ms`);
-    await pause(250); // polling for the file to reappear
-  }
-}
-
-function httpGetStatus(url, timeoutMs = 1000) {
-  return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(undefined));
-  });
-}
-
-function testName(t) {
-  return `federations_${(t.fullName || t.name || 'scenario').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 110)}`;
-}
 
 /**
  * `passerelle run --config FILE` with this TOML, stopped (SIGINT) by t.after; waits for admin /ready. Its output is
  * kept in tests/output/federations_<test name>[_<logName>].log.
  */
-async function launch(t, toml, { adminPort, env = {}, readyTimeoutMs = 30_000, logName = '' }) {
-  const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-federations-'));
-  const configFile = path.join(dir, 'config.toml');
-  await writeFile(configFile, toml, { mode: 0o600 });
-  const key = sessionKey();
-  let output = '';
-  let child;
-  let exited = null;
-  let exitPromise;
-  for (let attempt = 0; ; attempt++) {
-    await waitForBinary();
-    exited = null;
-    let spawnError;
-    child = spawn(PASSERELLE_BIN, ['run', '--config', configFile], {
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', PASSERELLE_KEY: key, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      cwd: dir,
-    });
-    child.stdout.on('data', (d) => { output += d; });
-    child.stderr.on('data', (d) => { output += d; });
-    exitPromise = new Promise((resolve) => {
-      child.on('close', (code, signal) => { exited = { code, signal }; resolve(exited); });
-    });
-    child.on('error', (e) => { spawnError = e; output += `\n[spawn error] ${e.message}\n`; });
-    await new Promise((r) => { child.once('spawn', r); child.once('error', r); });
-    if (!spawnError) break;
-    // ENOENT / ETXTBSY while the binary is being replaced: retry a few times.
-    if (attempt >= 5) throw new Error(`cannot start ${PASSERELLE_BIN}: ${spawnError.message}`);
-    await pause(1000); // back-off before retrying the spawn
-  }
-
-  let stopped = false;
-  async function stop() {
-    if (stopped) return exited;
-    stopped = true;
-    if (!exited) {
-      child.kill('SIGINT');
-      const timer = setTimeout(() => { if (!exited) child.kill('SIGKILL'); }, 5000);
-      await exitPromise;
-      clearTimeout(timer);
-    }
-    await rm(dir, { recursive: true, force: true });
-    return exited;
-  }
-  t.after(async () => {
-    await stop();
-    await mkdir(OUTPUT_DIR, { recursive: true });
-    await writeFile(path.join(OUTPUT_DIR, `${testName(t)}${logName ? `_${logName}` : ''}.log`), `${toml}\n----- passerelle output -----\n${output}`);
-  });
-
-  const readyUrl = `http://127.0.0.1:${adminPort}/ready`;
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (exited) throw new Error(`passerelle exited before ready (${JSON.stringify(exited)}):\n${output}`);
-    if ((await httpGetStatus(readyUrl)) === 200) break;
-    if (Date.now() > deadline) throw new Error(`passerelle not ready after ${readyTimeoutMs} ms at ${readyUrl}:\n${output}`);
-    await pause(50); // polling for readiness
-  }
-  return { logs: () => output, key, stop };
-}
-
-/** A TOML value: strings, numbers, booleans, arrays and inline tables. */
-function tv(v) {
-  if (typeof v === 'string') return JSON.stringify(v); // a TOML basic string is JSON-compatible for these values
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  if (Array.isArray(v)) return `[${v.map(tv).join(', ')}]`;
-  return `{ ${Object.entries(v).map(([k, x]) => `${k} = ${tv(x)}`).join(', ')} }`;
+function launch(t, toml, { logName = '', ...opts }) {
+  return launchPasserelle(t, toml, { ...opts, logName: outputName(t, { prefix: 'federations_', suffix: logName }) });
 }
 
 function tomlConfig({ port, adminPort, providers, routes }) {
-  return `# written by tests/integration/federations.test.mjs
-[server]
-listen = [${tv(`127.0.0.1:${port}`)}]
-public_url = ${tv(`http://127.0.0.1:${port}`)}
-admin_listen = ${tv(`127.0.0.1:${adminPort}`)}
-prefix = ${tv(PREFIX)}
-
-[session]
-keys = ["env:PASSERELLE_KEY"]
-cookie_name = "passerelle"
-
-${providers.join('\n')}
-${routes.join('\n')}`;
-}
-
-/** [providers.NAME] for a federation-like provider `op`; `extra` adds keys (values written with tv). */
-function providerToml(name, kind, op, extra = {}) {
-  return `[providers.${name}]
-kind = ${tv(kind)}
-issuer = ${tv(op.issuer)}
-client_id = ${tv(op.clientId)}
-client_secret = ${tv(op.clientSecret)}
-${Object.entries(extra).map(([k, v]) => `${k} = ${tv(v)}`).join('\n')}
-`;
+  return configToml({ writtenBy: 'tests/integration/federations.test.mjs', port, adminPort, providers, routes });
 }
 
 /** [[route]] with its keys then its [route.headers]. */
@@ -172,18 +60,26 @@ ${Object.entries(headers).map(([h, c]) => `${tv(h)} = ${tv(c)}`).join('\n')}
 `;
 }
 
-/** Ports, a URL base and the redirect URIs a provider registers for one Passerelle. */
-async function addresses() {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  return {
-    port,
-    adminPort,
-    base,
-    redirectUris: [`${base}${PREFIX}/callback`],
-    postLogoutRedirectUris: [`${base}${PREFIX}/logged-out`],
-  };
+/**
+ * One scenario's world: a federation-like provider (`start`, with Passerelle's redirect URIs, its post-logout one
+ * too when `logout`, and the `provider` options) configured as [providers.NAME] of `kind` (`extra`: more keys), an
+ * upstream, Passerelle with the `routes` (routeToml options; the upstream and the provider filled in), and a person.
+ * Everything is stopped by t.after.
+ */
+async function world(t, {
+  start = startProConnectProvider, provider = {}, logout = false, name = 'pc', kind = 'proconnect', extra = {}, routes,
+}) {
+  const a = await addresses();
+  const logoutUris = logout ? { postLogoutRedirectUris: a.postLogoutRedirectUris } : {};
+  const op = await stopAfter(t, start({ redirectUris: a.redirectUris, ...logoutUris, ...provider }));
+  const upstream = await stopAfter(t, startUpstream());
+  const toml = tomlConfig({
+    ...a,
+    providers: [providerToml(name, kind, op, extra)],
+    routes: routes.map((route) => routeToml({ upstream: upstream.url, providers: [name], ...route })),
+  });
+  const p = await launch(t, toml, a);
+  return { a, op, upstream, p, person: createPerson() };
 }
 
 /** Links of an HTML page: [{ href (entities decoded), text (tags stripped), attrs (raw), inner (raw) }]. */
@@ -202,22 +98,6 @@ function links(html) {
       inner: m[2],
     };
   });
-}
-
-/** The request id Passerelle logged for a response it wrote, found on the page (waits for the log line). */
-async function correlationIdOn(res, logs, timeoutMs = 3000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = logs();
-    const ids = new Set([
-      ...[...text.matchAll(/"request_id"\s*:\s*"([^"]+)"/g)].map((m) => m[1]),
-      ...[...text.matchAll(/request_id=([A-Za-z0-9_-]+)/g)].map((m) => m[1]),
-    ]);
-    const found = [...ids].find((id) => id.length >= 8 && res.body.includes(id));
-    if (found) return found;
-    if (Date.now() > deadline) return undefined;
-    await pause(20); // polling for the log line to be flushed
-  }
 }
 
 /** The "retry" link of a Passerelle error page: /.passerelle/login?provider=NAME&rd=RD. */
@@ -252,14 +132,6 @@ function callbackHop(res, base) {
 /** Back-channel requests Passerelle made to a provider (its User-Agent is passerelle/VERSION). */
 function backChannel(op) {
   return op.calls.filter((c) => /^passerelle\//.test(c.headers['user-agent'] || ''));
-}
-
-function assertNoSecretsInLogs(logs, op, key) {
-  for (const { type, value } of op.issued) {
-    assert.ok(!logs.includes(value), `the ${type} issued by the provider appears in Passerelle's logs`);
-  }
-  assert.ok(!logs.includes(op.clientSecret), 'the client secret appears in Passerelle\'s logs');
-  assert.ok(!logs.includes(key), 'the session key appears in Passerelle\'s logs');
 }
 
 /** A 5xx page as Passerelle writes them: HTML, French, the given title, a correlation id that is in the logs. */
@@ -308,18 +180,10 @@ const PC_DEFAULT_SCOPES = ['openid', 'given_name', 'usual_name', 'email', 'uid',
 // ===============================================================================================================
 
 test('(pc1) ProConnect: login end to end: claims parameter, state/nonce, client_secret_post, ES256 id_token and userinfo JWT, normalised headers', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris, postLogoutRedirectUris: a.postLogoutRedirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc)],
-    routes: [routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: PC_SCOPES, headers: PC_HEADERS })],
+  const { a, op: pc, upstream, p, person } = await world(t, {
+    logout: true,
+    routes: [{ path: '/', scopes: PC_SCOPES, headers: PC_HEADERS }],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   const target = `${a.base}/dossiers/42?onglet=pi%C3%A8ces`;
 
   const res = await person.login(target, 'helene');
@@ -411,7 +275,7 @@ test('(pc1) ProConnect: login end to end: claims parameter, state/nonce, client_
   assert.equal(claims.sub, helene.sub);
 
   assert.deepEqual(pc.errors, [], 'the provider reported no error');
-  assertNoSecretsInLogs(p.logs(), pc, p.key);
+  assertNoSecretsInLogs({ passerelle: p, op: pc });
 });
 
 for (const variant of [
@@ -424,23 +288,14 @@ for (const variant of [
   { name: 'id_token ES256, userinfo JSON labelled application/jwt (as ProConnect\'s controller does)', idTokenAlg: 'ES256', userinfoContentType: 'application/jwt' },
 ]) {
   test(`(pc2) ProConnect variant: ${variant.name}`, TEST_TIMEOUT, async (t) => {
-    const a = await addresses();
-    const pc = await startProConnectProvider({
-      redirectUris: a.redirectUris,
-      idTokenAlg: variant.idTokenAlg,
-      userinfoAlg: variant.userinfoAlg,
-      userinfoContentType: variant.userinfoContentType,
+    const { a, op: pc, upstream, p, person } = await world(t, {
+      provider: {
+        idTokenAlg: variant.idTokenAlg,
+        userinfoAlg: variant.userinfoAlg,
+        userinfoContentType: variant.userinfoContentType,
+      },
+      routes: [{ path: '/', scopes: PC_SCOPES, headers: PC_HEADERS }],
     });
-    t.after(() => pc.stop());
-    const upstream = await startUpstream();
-    t.after(() => upstream.stop());
-    const toml = tomlConfig({
-      ...a,
-      providers: [providerToml('pc', 'proconnect', pc)],
-      routes: [routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: PC_SCOPES, headers: PC_HEADERS })],
-    });
-    const p = await launch(t, toml, a);
-    const person = createPerson();
     const res = await person.login(`${a.base}/`, 'helene');
     const tok = pc.callsToEndpoint('token_endpoint')[0];
     assert.ok(tok, `the code was redeemed; ended on ${res.url} with ${res.status}:\n${res.body.slice(0, 500)}\n${p.logs().slice(-2000)}`);
@@ -465,28 +320,17 @@ for (const variant of [
 }
 
 test('(pc3) ProConnect step-up: a route needing `roles` sends the person back asking for the union of scopes; API calls get 401', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc)],
+  const { a, op: pc, upstream, p, person } = await world(t, {
     routes: [
-      routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email', 'siret'], headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Email': 'email' } }),
-      routeToml({
+      { path: '/', scopes: ['email', 'siret'], headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Email': 'email' } },
+      {
         path: '/habilitations',
-        upstream: upstream.url,
-        providers: ['pc'],
         scopes: ['roles', 'belonging_population'],
         require: { roles: ['agent_public'], belonging_population: ['agent'] },
         headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Roles': 'roles', 'X-Auth-Belonging-Population': 'belonging_population' },
-      }),
+      },
     ],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   const first = await person.login(`${a.base}/`, 'helene');
   assertLanded(first, `${a.base}/`, p.logs);
   const authz = () => pc.callsToEndpoint('authorization_endpoint');
@@ -527,22 +371,13 @@ test('(pc3) ProConnect step-up: a route needing `roles` sends the person back as
 });
 
 test('(pc3b) ProConnect step-up the provider does not grant: asked once, then a 403 page, no loop', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
   // `rie_habilitation` is a scope this provider does not know: it is silently not granted.
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc)],
+  const { a, op: pc, upstream, p, person } = await world(t, {
     routes: [
-      routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } }),
-      routeToml({ path: '/rie', upstream: upstream.url, providers: ['pc'], scopes: ['rie_habilitation'], headers: { 'X-Auth-Rie': 'rie_habilitation' } }),
+      { path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } },
+      { path: '/rie', scopes: ['rie_habilitation'], headers: { 'X-Auth-Rie': 'rie_habilitation' } },
     ],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   assertLanded(await person.login(`${a.base}/`, 'helene'), `${a.base}/`, p.logs);
   const res = await person.login(`${a.base}/rie/acte`, 'helene');
   const authz = pc.callsToEndpoint('authorization_endpoint');
@@ -554,22 +389,14 @@ test('(pc3b) ProConnect step-up the provider does not grant: asked once, then a 
 });
 
 test('(pc4) ProConnect acr: the provider\'s eidas1 through claims, then a route needing eidas2 steps up with claims asking eidas2', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
   const headers = { 'X-Auth-Sub': 'sub', 'X-Auth-Acr': 'acr', 'X-Auth-Amr': 'amr' };
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc, { acr: { essential: true, values: ['eidas1'] } })],
+  const { a, op: pc, upstream, p, person } = await world(t, {
+    extra: { acr: { essential: true, values: ['eidas1'] } },
     routes: [
-      routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers }),
-      routeToml({ path: '/signature', upstream: upstream.url, providers: ['pc'], scopes: ['email'], acr: { essential: true, values: ['eidas2'] }, headers }),
+      { path: '/', scopes: ['email'], headers },
+      { path: '/signature', scopes: ['email'], acr: { essential: true, values: ['eidas2'] }, headers },
     ],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   assertLanded(await person.login(`${a.base}/`, 'helene'), `${a.base}/`, p.logs);
   const authz = () => pc.callsToEndpoint('authorization_endpoint');
   assert.deepEqual(JSON.parse(authz()[0].query.claims), { id_token: { acr: { essential: true, values: ['eidas1'] }, amr: null } },
@@ -600,22 +427,14 @@ test('(pc4) ProConnect acr: the provider\'s eidas1 through claims, then a route 
 });
 
 test('(pc4b) ProConnect acr checked in the id_token: a provider answering eidas1 to an essential eidas2 request is refused (403), no session, upstream not called', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  // A non-conformant provider: it ignores the essential acr and returns the account's eidas1.
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris, honourEssentialAcr: false });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc)],
+  const { a, op: pc, upstream, p, person } = await world(t, {
+    // A non-conformant provider: it ignores the essential acr and returns the account's eidas1.
+    provider: { honourEssentialAcr: false },
     routes: [
-      routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } }),
-      routeToml({ path: '/signature', upstream: upstream.url, providers: ['pc'], scopes: ['email'], acr: { essential: true, values: ['eidas2'] }, headers: { 'X-Auth-Acr': 'acr' } }),
+      { path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } },
+      { path: '/signature', scopes: ['email'], acr: { essential: true, values: ['eidas2'] }, headers: { 'X-Auth-Acr': 'acr' } },
     ],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   const res = await person.login(`${a.base}/signature/parapheur`, 'helene');
   const authz = pc.callsToEndpoint('authorization_endpoint');
   assert.equal(authz.length, 1);
@@ -631,30 +450,20 @@ test('(pc4b) ProConnect acr checked in the id_token: a provider answering eidas1
 });
 
 test('(pc8) ProConnect authorize hints: provider idp_hint/login_hint, route prompt/siret_hint/login_hint (route wins), prompt=login forces a new authentication', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc, { idp_hint: helene.idp_id, login_hint: 'helene.noel@example.gouv.fr' })],
+  const { a, op: pc, p, person } = await world(t, {
+    extra: { idp_hint: helene.idp_id, login_hint: 'helene.noel@example.gouv.fr' },
     routes: [
-      routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } }),
-      routeToml({
+      { path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } },
+      {
         path: '/urgent',
-        upstream: upstream.url,
-        providers: ['pc'],
         scopes: ['email'],
         prompt: 'login',
         siret_hint: '21340126800130',
         login_hint: 'autre.agent@example.gouv.fr',
         headers: { 'X-Auth-Sub': 'sub' },
-      }),
+      },
     ],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   assertLanded(await person.login(`${a.base}/`, 'helene'), `${a.base}/`, p.logs);
   const authz = () => pc.callsToEndpoint('authorization_endpoint');
   let q = authz()[0].query;
@@ -686,20 +495,12 @@ test('(pc8) ProConnect authorize hints: provider idp_hint/login_hint, route prom
 });
 
 test('(pc5) ProConnect error callbacks (access_denied with state and iss) → French page offering to retry, no session', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc)],
+  const { a, op: pc, upstream, p } = await world(t, {
     routes: [
-      routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } }),
-      routeToml({ path: '/signature', upstream: upstream.url, providers: ['pc'], scopes: ['email'], acr: { essential: true, values: ['eidas2'] }, headers: { 'X-Auth-Acr': 'acr' } }),
+      { path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } },
+      { path: '/signature', scopes: ['email'], acr: { essential: true, values: ['eidas2'] }, headers: { 'X-Auth-Acr': 'acr' } },
     ],
   });
-  const p = await launch(t, toml, a);
 
   async function check(res, { rd, description }) {
     const cb = callbackHop(res, a.base);
@@ -751,37 +552,24 @@ test('(pc5) ProConnect error callbacks (access_denied with state and iss) → Fr
 });
 
 test('(pc6) ProConnect require rules: allowed siret/email domain/roles pass; a siret not allowed → 403 "Accès refusé", upstream never called', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc)],
+  const { a, upstream, p, person } = await world(t, {
     routes: [
-      routeToml({
+      {
         path: '/',
-        upstream: upstream.url,
-        providers: ['pc'],
         scopes: ['email', 'siret', 'idp_id', 'roles'],
         require: { siret: ['21340126800130'], email_domain: ['example.gouv.fr'], idp_id: [helene.idp_id], roles: ['agent_public'] },
         headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Siret': 'siret' },
-      }),
-      routeToml({
+      },
+      {
         path: '/prefecture',
-        upstream: upstream.url,
-        providers: ['pc'],
         scopes: ['email', 'siret', 'idp_id', 'roles'],
         require: { siret: ['13002526500013'] },
         headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Siret': 'siret' },
-      }),
+      },
     ],
   });
-  const p = await launch(t, toml, a);
 
   // Hélène's SIRET, domain (Example.GOUV.fr, lower-cased), idp_id and roles are allowed on "/".
-  const person = createPerson();
   assertLanded(await person.login(`${a.base}/accueil`, 'helene'), `${a.base}/accueil`, p.logs);
   assert.equal(oneHeader(upstream.last().rawHeaders, 'X-Auth-Siret'), '21340126800130');
 
@@ -812,18 +600,10 @@ test('(pc6) ProConnect require rules: allowed siret/email domain/roles pass; a s
 });
 
 test('(pc7) ProConnect logout: id_token_hint, state and post_logout_redirect_uri to end_session_endpoint, back on /.passerelle/logged-out', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris, postLogoutRedirectUris: a.postLogoutRedirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc)],
-    routes: [routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } })],
+  const { a, op: pc, p, person } = await world(t, {
+    logout: true,
+    routes: [{ path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } }],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   assertLanded(await person.login(`${a.base}/`, 'helene'), `${a.base}/`, p.logs);
   const idToken = JSON.parse(pc.callsToEndpoint('token_endpoint')[0].responseBody).id_token;
 
@@ -860,20 +640,16 @@ test('(pc7) ProConnect logout: id_token_hint, state and post_logout_redirect_uri
 
 for (const authMethod of ['client_secret_basic', 'client_secret_post']) {
   test(`(nc1) NC Connect v3 (${authMethod}): non-ASCII name, verified, birthplace only on the route with scope birth`, TEST_TIMEOUT, async (t) => {
-    const a = await addresses();
-    const nc = await startNcConnectProvider({ redirectUris: a.redirectUris, authMethod });
-    t.after(() => nc.stop());
-    const upstream = await startUpstream();
-    t.after(() => upstream.stop());
-    const toml = tomlConfig({
-      ...a,
+    const { a, op: nc, upstream, p, person } = await world(t, {
+      start: startNcConnectProvider,
+      provider: { authMethod },
+      name: 'nc',
+      kind: 'nc-connect',
       // client_secret_basic is the preset's default: only the post variant says it.
-      providers: [providerToml('nc', 'nc-connect', nc, authMethod === 'client_secret_post' ? { auth_method: authMethod } : {})],
+      extra: authMethod === 'client_secret_post' ? { auth_method: authMethod } : {},
       routes: [
-        routeToml({
+        {
           path: '/',
-          upstream: upstream.url,
-          providers: ['nc'],
           scopes: ['profile', 'email'],
           headers: {
             'X-Auth-Sub': 'sub',
@@ -883,11 +659,9 @@ for (const authMethod of ['client_secret_basic', 'client_secret_post']) {
             'X-Auth-Verified': 'verified',
             'X-Auth-Birthdate': 'birthdate',
           },
-        }),
-        routeToml({
+        },
+        {
           path: '/etat-civil',
-          upstream: upstream.url,
-          providers: ['nc'],
           scopes: ['profile', 'birth'],
           headers: {
             'X-Auth-Sub': 'sub',
@@ -896,11 +670,9 @@ for (const authMethod of ['client_secret_basic', 'client_secret_post']) {
             'X-Auth-Birthplace': 'birthplace',
             'X-Auth-Birthcountry': 'birthcountry',
           },
-        }),
+        },
       ],
     });
-    const p = await launch(t, toml, a);
-    const person = createPerson();
 
     const res = await person.login(`${a.base}/demarches`, 'helene');
     assertLanded(res, `${a.base}/demarches`, p.logs);
@@ -962,23 +734,18 @@ for (const authMethod of ['client_secret_basic', 'client_secret_post']) {
     assert.equal(oneHeader(up.rawHeaders, 'X-Auth-Given-Name'), 'H%C3%A9l%C3%A8ne');
     assert.equal(authz().length, 2, 'no new login');
     assert.deepEqual(nc.errors, []);
-    assertNoSecretsInLogs(p.logs(), nc, p.key);
+    assertNoSecretsInLogs({ passerelle: p, op: nc });
   });
 }
 
 test('(nc2) NC Connect v2 (version = 2): nested userinfo {"info":{"openid":{"Email"}}} → email lower-cased at the upstream', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const v2 = await startNcConnectV2Provider({ redirectUris: a.redirectUris });
-  t.after(() => v2.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('ncv2', 'nc-connect', v2, { version: 2 })],
-    routes: [routeToml({ path: '/', upstream: upstream.url, providers: ['ncv2'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Email': 'email' } })],
+  const { a, op: v2, upstream, p, person } = await world(t, {
+    start: startNcConnectV2Provider,
+    name: 'ncv2',
+    kind: 'nc-connect',
+    extra: { version: 2 },
+    routes: [{ path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Email': 'email' } }],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   const res = await person.login(`${a.base}/guichet`, 'jdoe');
   assertLanded(res, `${a.base}/guichet`, p.logs);
 
@@ -1005,12 +772,9 @@ test('(nc2) NC Connect v2 (version = 2): nested userinfo {"info":{"openid":{"Ema
 
 async function duo(t) {
   const a = await addresses();
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const nc = await startNcConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => nc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
+  const pc = await stopAfter(t, startProConnectProvider({ redirectUris: a.redirectUris }));
+  const nc = await stopAfter(t, startNcConnectProvider({ redirectUris: a.redirectUris }));
+  const upstream = await stopAfter(t, startUpstream());
   const toml = tomlConfig({
     ...a,
     providers: [providerToml('pc', 'proconnect', pc), providerToml('nc', 'nc-connect', nc)],
@@ -1118,20 +882,11 @@ test('(duo2) mix-up defence: a callback whose iss is the other federation\'s iss
 // ===============================================================================================================
 
 test('(egress1) egress_proxy: discovery, JWKS, token and userinfo all go through the proxy; with it stopped, a 502 page and no bypass', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
-  const proxy = await startForwardProxy();
-  t.after(() => proxy.stop());
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc, { egress_proxy: proxy.url })],
-    routes: [routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Email': 'email' } })],
+  const proxy = await stopAfter(t, startForwardProxy());
+  const { a, op: pc, upstream, p, person } = await world(t, {
+    extra: { egress_proxy: proxy.url },
+    routes: [{ path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Email': 'email' } }],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   const res = await person.login(`${a.base}/`, 'helene');
   assertLanded(res, `${a.base}/`, p.logs, 'login through the egress proxy');
   assert.equal(oneHeader(upstream.last().rawHeaders, 'X-Auth-Email'), 'helene.noel@example.gouv.fr');
@@ -1171,20 +926,12 @@ test('(egress1) egress_proxy: discovery, JWKS, token and userinfo all go through
 });
 
 test('(egress2) egress_proxy down from the start: Passerelle starts, a login is a 502 page without any direct call; when the proxy comes up, login works', TEST_TIMEOUT, async (t) => {
-  const a = await addresses();
   const proxyPort = await freePort(); // nothing listens there yet
   const proxyUrl = `http://127.0.0.1:${proxyPort}`;
-  const pc = await startProConnectProvider({ redirectUris: a.redirectUris });
-  t.after(() => pc.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
-  const toml = tomlConfig({
-    ...a,
-    providers: [providerToml('pc', 'proconnect', pc, { egress_proxy: proxyUrl })],
-    routes: [routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } })],
+  const { a, op: pc, upstream, p, person } = await world(t, {
+    extra: { egress_proxy: proxyUrl },
+    routes: [{ path: '/', scopes: ['email'], headers: { 'X-Auth-Sub': 'sub' } }],
   });
-  const p = await launch(t, toml, a);
-  const person = createPerson();
   const res = await person.login(`${a.base}/dossiers?id=1`, 'helene');
   await assertFrench5xx(res, p.logs, 502, 'Fournisseur d\'identité indisponible');
   assert.deepEqual(backChannel(pc).map((c) => `${c.method} ${c.path}`), [], 'the provider was never called directly');
@@ -1193,8 +940,7 @@ test('(egress2) egress_proxy down from the start: Passerelle starts, a login is 
   assert.deepEqual(upstream.requests, []);
 
   // The proxy comes up on its address: the next login works through it.
-  const proxy = await startForwardProxy({ port: proxyPort });
-  t.after(() => proxy.stop());
+  const proxy = await stopAfter(t, startForwardProxy({ port: proxyPort }));
   const ok = await person.login(`${a.base}/dossiers?id=1`, 'helene');
   assertLanded(ok, `${a.base}/dossiers?id=1`, p.logs, 'once the proxy is up');
   assert.ok(proxy.requests.some((r) => r.method === 'POST' && r.url === pc.discovery.token_endpoint), 'token through the proxy');
@@ -1237,16 +983,13 @@ test('(egress3) https provider (RIE-like): back channel tunnelled through the pr
   }
   const a = await addresses(); // Passerelle with ca_file
   const b = await addresses(); // Passerelle without ca_file
-  const proxy = await startForwardProxy();
-  t.after(() => proxy.stop());
-  const pc = await startProConnectProvider({
+  const proxy = await stopAfter(t, startForwardProxy());
+  const pc = await stopAfter(t, startProConnectProvider({
     redirectUris: [...a.redirectUris, ...b.redirectUris],
     tls: { key: pki.key, cert: pki.cert, ca: pki.ca },
-  });
-  t.after(() => pc.stop());
+  }));
   assert.ok(pc.issuer.startsWith('https://'), pc.issuer);
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
+  const upstream = await stopAfter(t, startUpstream());
   const route = routeToml({ path: '/', upstream: upstream.url, providers: ['pc'], scopes: ['email'], headers: { 'X-Auth-Sub': 'sub', 'X-Auth-Email': 'email' } });
   const pA = await launch(t, tomlConfig({ ...a, providers: [providerToml('pc', 'proconnect', pc, { egress_proxy: proxy.url, ca_file: pki.caFile })], routes: [route] }), { ...a, logName: 'with_ca_file' });
   const pB = await launch(t, tomlConfig({ ...b, providers: [providerToml('pc', 'proconnect', pc, { egress_proxy: proxy.url })], routes: [route] }), { ...b, logName: 'without_ca_file' });

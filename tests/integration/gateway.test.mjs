@@ -7,155 +7,39 @@
 // or: node --test tests/integration/gateway.test.mjs
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { identityLines } from '../support/checks.mjs';
+import { correlationIdOn, identityLines } from '../support/checks.mjs';
+import { closeServer, httpGetStatus, listen, pause, stopAfter } from '../support/http.mjs';
 import { createPerson, decodeEntities, parseForms } from '../support/person.mjs';
 import { ACCOUNTS, startProvider } from '../support/provider.mjs';
-import { freePort, PASSERELLE_BIN, REPO_ROOT, sessionKey } from '../support/passerelle.mjs';
-import { OUTPUT_DIR, PREFIX, startStack } from '../support/stack.mjs';
+import {
+  freePort, keepOutput, launchPasserelle, outputName, REPO_ROOT, runPasserelle, sessionKey, spawnPasserelle,
+} from '../support/passerelle.mjs';
+import { addresses, configToml, PREFIX, providerToml, q, startStack } from '../support/stack.mjs';
 import { headerValues, headersMatching, startUpstream } from '../support/upstream.mjs';
 
 const { alice } = ACCOUNTS;
 const TEST_TIMEOUT = { timeout: 120_000 };
-const pause = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function q(s) {
-  return JSON.stringify(String(s)); // a TOML basic string is JSON-compatible for these values
-}
-
-/** The binary may be rebuilt by the lead while tests run: wait (bounded) until it is there. */
-async function waitForBinary(timeoutMs = 300_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!existsSync(PASSERELLE_BIN)) {
-    if (Date.now() > deadline) throw new Error(`Passerelle binary not found at ${PASSERELLE_BIN} after ${timeoutMs} ms`);
-    await pause(250); // polling for the file to reappear
-  }
-}
-
-function httpGetStatus(url, timeoutMs = 1000) {
-  return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(undefined));
-  });
-}
 
 function testName(t) {
-  return `gateway_${(t.fullName || t.name || 'scenario').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 110)}`;
+  return outputName(t, { prefix: 'gateway_' });
 }
 
 /**
  * `passerelle run --config FILE` with this TOML, stopped (SIGINT) by t.after; waits for admin /ready.
- * Unlike support/passerelle.mjs it does not need `public_url` in the TOML (some scenarios test its absence).
+ * Unlike support/passerelle.mjs's startPasserelle it does not need `public_url` in the TOML (some scenarios test
+ * its absence).
  */
-async function launch(t, toml, { adminPort, env = {}, readyTimeoutMs = 30_000 } = {}) {
-  assert.ok(adminPort, 'launch: adminPort is required');
-  const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-gateway-'));
-  const configFile = path.join(dir, 'config.toml');
-  await writeFile(configFile, toml, { mode: 0o600 });
-  const key = sessionKey();
-  let output = '';
-  let child;
-  let exited = null;
-  let exitPromise;
-  for (let attempt = 0; ; attempt++) {
-    await waitForBinary();
-    exited = null;
-    let spawnError;
-    child = spawn(PASSERELLE_BIN, ['run', '--config', configFile], {
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', PASSERELLE_KEY: key, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      cwd: dir,
-    });
-    child.stdout.on('data', (d) => { output += d; });
-    child.stderr.on('data', (d) => { output += d; });
-    exitPromise = new Promise((resolve) => {
-      child.on('close', (code, signal) => { exited = { code, signal }; resolve(exited); });
-    });
-    child.on('error', (e) => { spawnError = e; output += `\n[spawn error] ${e.message}\n`; });
-    await new Promise((r) => { child.once('spawn', r); child.once('error', r); });
-    if (!spawnError) break;
-    // ENOENT / ETXTBSY while the binary is being replaced: retry a few times.
-    if (attempt >= 5) throw new Error(`cannot start ${PASSERELLE_BIN}: ${spawnError.message}`);
-    await pause(1000); // back-off before retrying the spawn
-  }
-
-  let stopped = false;
-  async function stop() {
-    if (stopped) return exited;
-    stopped = true;
-    if (!exited) {
-      child.kill('SIGINT');
-      const timer = setTimeout(() => { if (!exited) child.kill('SIGKILL'); }, 5000);
-      await exitPromise;
-      clearTimeout(timer);
-    }
-    await rm(dir, { recursive: true, force: true });
-    return exited;
-  }
-  t.after(async () => {
-    await stop();
-    await mkdir(OUTPUT_DIR, { recursive: true });
-    await writeFile(path.join(OUTPUT_DIR, `${testName(t)}.log`), `${toml}\n----- passerelle output -----\n${output}`);
-  });
-
-  const readyUrl = `http://127.0.0.1:${adminPort}/ready`;
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (exited) throw new Error(`passerelle exited before ready (${JSON.stringify(exited)}):\n${output}`);
-    if ((await httpGetStatus(readyUrl)) === 200) break;
-    if (Date.now() > deadline) throw new Error(`passerelle not ready after ${readyTimeoutMs} ms at ${readyUrl}:\n${output}`);
-    await pause(50); // polling for readiness
-  }
-  return { logs: () => output, key, stop, exited: () => exited, adminUrl: `http://127.0.0.1:${adminPort}` };
-}
-
-/** Run a Passerelle subcommand to completion in `cwd`: { code, signal, stdout, stderr }. */
-async function runCli(args, { cwd, env = {}, unset = [], timeoutMs = 30_000 } = {}) {
-  await waitForBinary();
-  const childEnv = { ...process.env, ...env };
-  for (const name of unset) delete childEnv[name];
-  return new Promise((resolve, reject) => {
-    const child = spawn(PASSERELLE_BIN, args, { cwd, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
-    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
-  });
-}
-
-/**
- * The request id Passerelle logged for a response it wrote, found on the page: every `request_id` of the logs
- * (JSON or text format) is looked for in the body. Waits (bounded) for the log line to be flushed.
- */
-async function correlationIdOn(res, logs, timeoutMs = 3000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = logs();
-    const ids = new Set([
-      ...[...text.matchAll(/"request_id"\s*:\s*"([^"]+)"/g)].map((m) => m[1]),
-      ...[...text.matchAll(/request_id=([A-Za-z0-9_-]+)/g)].map((m) => m[1]),
-    ]);
-    const found = [...ids].find((id) => id.length >= 8 && res.body.includes(id));
-    if (found) return found;
-    if (Date.now() > deadline) return undefined;
-    await pause(20); // polling for the log line to be flushed
-  }
+function launch(t, toml, opts) {
+  return launchPasserelle(t, toml, { ...opts, logName: testName(t) });
 }
 
 const FRENCH_5XX_WORDS = ['service', 'indisponible', 'réessayez', 'répond', 'erreur', 'identifiant', 'assistance', 'accueil'];
@@ -176,30 +60,16 @@ function flowCookies(person, base) {
 }
 
 /** Minimal valid Passerelle TOML around the given provider blocks and routes. */
-function gatewayToml({ port, adminPort, publicUrl = `http://127.0.0.1:${port}`, extraServer = '', providers = '', routes }) {
-  return `# written by tests/integration/gateway.test.mjs
-[server]
-listen = [${q(`127.0.0.1:${port}`)}]
-${publicUrl ? `public_url = ${q(publicUrl)}\n` : ''}admin_listen = ${q(`127.0.0.1:${adminPort}`)}
-prefix = ${q(PREFIX)}
-${extraServer}
-[session]
-keys = ["env:PASSERELLE_KEY"]
-cookie_name = "passerelle"
-
-${providers}
-${routes}`;
+function gatewayToml(opts) {
+  return configToml({ writtenBy: 'tests/integration/gateway.test.mjs', ...opts });
 }
 
 function oidcProviderToml(name, op, { displayName, scopes = ['openid', 'email', 'profile'] } = {}) {
-  return `[providers.${name}]
-kind = "oidc"
-issuer = ${q(op.issuer)}
-client_id = ${q(op.clientId)}
-client_secret = ${q(op.clientSecret)}
-auth_method = "client_secret_basic"
-scopes = [${scopes.map(q).join(', ')}]
-${displayName ? `display_name = ${q(displayName)}\n` : ''}`;
+  return providerToml(name, 'oidc', op, {
+    auth_method: 'client_secret_basic',
+    scopes,
+    ...(displayName ? { display_name: displayName } : {}),
+  });
 }
 
 function assertNoServerError(res, what) {
@@ -208,17 +78,11 @@ function assertNoServerError(res, what) {
 
 // (g1) -----------------------------------------------------------------------------------------------------------
 test('(g1) sign-in chooser: two providers on one route, the chosen one logs in, rd survives the choice', TEST_TIMEOUT, async (t) => {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const callback = `${base}${PREFIX}/callback`;
-  const alpha = await startProvider({ redirectUris: [callback], postLogoutRedirectUris: [`${base}${PREFIX}/logged-out`] });
-  t.after(() => alpha.stop());
+  const { port, adminPort, base, redirectUris, postLogoutRedirectUris } = await addresses();
+  const alpha = await stopAfter(t, startProvider({ redirectUris, postLogoutRedirectUris }));
   const betaAccounts = { alice: { ...alice, sub: 'beta-alice-0001' } };
-  const beta = await startProvider({ redirectUris: [callback], postLogoutRedirectUris: [`${base}${PREFIX}/logged-out`], accounts: betaAccounts });
-  t.after(() => beta.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
+  const beta = await stopAfter(t, startProvider({ redirectUris, postLogoutRedirectUris, accounts: betaAccounts }));
+  const upstream = await stopAfter(t, startUpstream());
 
   const toml = gatewayToml({
     port,
@@ -371,13 +235,9 @@ test('(g2c) six logins started: the flows deleted are the oldest ones', TEST_TIM
 
 // (g3) -----------------------------------------------------------------------------------------------------------
 test('(g3) load-balanced upstream with health checks: both serve; with B stopped, A serves everything', TEST_TIMEOUT, async (t) => {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const a = await startUpstream();
-  t.after(() => a.stop());
-  const b = await startUpstream();
-  t.after(() => b.stop());
+  const { port, adminPort, base } = await addresses();
+  const a = await stopAfter(t, startUpstream());
+  const b = await stopAfter(t, startUpstream());
   const toml = gatewayToml({
     port,
     adminPort,
@@ -493,23 +353,17 @@ async function startTlsTerminator(t, listenPort, targetPort) {
     });
     req.pipe(upstream);
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listenPort, '127.0.0.1', resolve);
-  });
-  t.after(() => new Promise((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }));
+  await listen(server, listenPort);
+  t.after(() => closeServer(server));
 }
 
 /** Passerelle behind trusted_proxies = 127.0.0.1/32 and without public_url, one provider, routes / and /public. */
 async function startTrusted(t) {
-  const port = await freePort();
-  const adminPort = await freePort();
+  const { port, adminPort } = await addresses();
   const lbPort = await freePort();
   const lb = `http://127.0.0.1:${lbPort}`;
-  const op = await startProvider({ redirectUris: [`https://127.0.0.1:${lbPort}${PREFIX}/callback`] });
-  t.after(() => op.stop());
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
+  const op = await stopAfter(t, startProvider({ redirectUris: [`https://127.0.0.1:${lbPort}${PREFIX}/callback`] }));
+  const upstream = await stopAfter(t, startUpstream());
   const toml = gatewayToml({
     port,
     adminPort,
@@ -701,7 +555,7 @@ test('(g7) CLI: check names file, line and key (unknown key, unreleased claim, u
   t.after(() => rm(dir, { recursive: true, force: true }));
   const base = CLI_BASE(sessionKey());
   await writeFile(path.join(dir, 'good.toml'), base);
-  const good = await runCli(['check', '--config', 'good.toml'], { cwd: dir });
+  const good = await runPasserelle(['check', '--config', 'good.toml'], { cwd: dir });
   assert.equal(good.code, 0, `the base config is valid: ${good.stdout}${good.stderr}`);
 
   const unsetVar = `PASSERELLE_TEST_UNSET_${randomBytes(6).toString('hex').toUpperCase()}`;
@@ -712,7 +566,7 @@ test('(g7) CLI: check names file, line and key (unknown key, unreleased claim, u
   ];
   for (const [what, { text, line }, key, message] of cases) {
     await writeFile(path.join(dir, 'bad.toml'), text);
-    const r = await runCli(['check', '--config', 'bad.toml'], { cwd: dir, unset: [unsetVar] });
+    const r = await runPasserelle(['check', '--config', 'bad.toml'], { cwd: dir, unset: [unsetVar] });
     const out = `${r.stderr}${r.stdout}`;
     assert.notEqual(r.code, 0, `${what}: check must fail; output:\n${out}`);
     const m = out.match(/bad\.toml:(\d+): (\S+): (.*)/);
@@ -723,11 +577,11 @@ test('(g7) CLI: check names file, line and key (unknown key, unreleased claim, u
     assert.doesNotMatch(r.stdout, /\bOK\b/, `${what}: no OK printed`);
   }
 
-  const example = await runCli(['check', '--config', path.join(REPO_ROOT, 'config.example.toml')], { cwd: dir });
+  const example = await runPasserelle(['check', '--config', path.join(REPO_ROOT, 'config.example.toml')], { cwd: dir });
   assert.equal(example.code, 0, `config.example.toml checks: ${example.stdout}${example.stderr}`);
 
-  const k1 = await runCli(['keygen'], { cwd: dir });
-  const k2 = await runCli(['keygen'], { cwd: dir });
+  const k1 = await runPasserelle(['keygen'], { cwd: dir });
+  const k2 = await runPasserelle(['keygen'], { cwd: dir });
   for (const k of [k1, k2]) {
     assert.equal(k.code, 0);
     const key = k.stdout.trim();
@@ -760,12 +614,10 @@ test('(g7b) run: a discovery document whose issuer differs from the configured o
     }
     res.writeHead(404).end();
   });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise((r) => { server.close(() => r()); server.closeAllConnections(); }));
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const issuer = `http://127.0.0.1:${await listen(server)}`;
+  t.after(() => closeServer(server));
 
-  const port = await freePort();
-  const adminPort = await freePort();
+  const { port, adminPort } = await addresses();
   const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-mismatch-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const toml = gatewayToml({
@@ -784,9 +636,8 @@ providers = ["federation-test"]
 `,
   });
   await writeFile(path.join(dir, 'config.toml'), toml);
-  await waitForBinary();
-  const child = spawn(PASSERELLE_BIN, ['run', '--config', 'config.toml'], {
-    cwd: dir, env: { ...process.env, PASSERELLE_KEY: sessionKey() }, stdio: ['ignore', 'pipe', 'pipe'],
+  const child = await spawnPasserelle(['run', '--config', 'config.toml'], {
+    cwd: dir, env: { ...process.env, PASSERELLE_KEY: sessionKey() },
   });
   let output = '';
   child.stdout.on('data', (d) => { output += d; });
@@ -812,7 +663,7 @@ providers = ["federation-test"]
     if ((await httpGetStatus(`http://127.0.0.1:${adminPort}/ready`, 300)) !== undefined) served.push('admin');
     await pause(50); // polling until the process exits
   }
-  await writeFile(path.join(OUTPUT_DIR, `${testName(t)}.log`), `${toml}\n----- passerelle output -----\n${output}`).catch(() => {});
+  await keepOutput(testName(t), toml, output).catch(() => {});
   assert.notEqual(exited.code, 0, `exit status should be non-zero: ${JSON.stringify(exited)}\n${output}`);
   assert.equal(exited.signal, null, `it should exit by itself: ${JSON.stringify(exited)}`);
   assert.deepEqual(served, [], 'nothing was served');
@@ -938,12 +789,9 @@ test('(g8) the demo: config.example.toml on free ports, sign in as Hélène at t
 
 // (g9) -----------------------------------------------------------------------------------------------------------
 test('(g9) upstream down: a French 502 page with a correlation id, and the other routes keep being served', TEST_TIMEOUT, async (t) => {
-  const port = await freePort();
-  const adminPort = await freePort();
+  const { port, adminPort, base } = await addresses();
   const closedPort = await freePort(); // nothing listens there
-  const base = `http://127.0.0.1:${port}`;
-  const upstream = await startUpstream();
-  t.after(() => upstream.stop());
+  const upstream = await stopAfter(t, startUpstream());
   const toml = gatewayToml({
     port,
     adminPort,

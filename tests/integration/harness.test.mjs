@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { test } from 'node:test';
 
+import { stopAfter } from '../support/http.mjs';
 import { createPerson, CookieJar, parseForms } from '../support/person.mjs';
 import { ACCOUNTS, startProvider } from '../support/provider.mjs';
 import { headerValues, startUpstream } from '../support/upstream.mjs';
@@ -142,8 +143,7 @@ test('form parser finds oidc-provider style forms and out-of-form buttons', () =
 });
 
 test('upstream records raw header lines as sent, duplicates and case included', async (t) => {
-  const up = await startUpstream();
-  t.after(() => up.stop());
+  const up = await stopAfter(t, startUpstream());
   const person = createPerson();
   const res = await person.request(`${up.url}/echo?q=1`, {
     headers: [['X-Auth-Sub', 'evil'], ['x-auth-sub', 'evil2'], ['X_Auth_Sub', 'evil3']],

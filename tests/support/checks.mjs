@@ -2,6 +2,7 @@
 
 import assert from 'node:assert/strict';
 
+import { pause } from './http.mjs';
 import { PREFIX } from './stack.mjs';
 import { headersMatching } from './upstream.mjs';
 
@@ -59,12 +60,31 @@ export async function assertFrenchErrorPage(res, logs, { exclude = [], timeoutMs
     const found = candidates.find((x) => logs().includes(x));
     if (found) return found;
     if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 20)); // polling for the log line to be flushed
+    await pause(20); // polling for the log line to be flushed
   }
   assert.fail(`the error page should show a correlation id that also appears in the logs; page:\n${res.body.slice(0, 800)}\n--- logs (tail):\n${logs().slice(-2000)}`);
 }
 
-/** No code, token or client secret of the provider appears in Passerelle's output. */
+/**
+ * The request id Passerelle logged for a response it wrote, found on the page: every `request_id` of the logs
+ * (JSON or text format) is looked for in the body. Waits (bounded) for the log line to be flushed.
+ */
+export async function correlationIdOn(res, logs, timeoutMs = 3000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = logs();
+    const ids = new Set([
+      ...[...text.matchAll(/"request_id"\s*:\s*"([^"]+)"/g)].map((m) => m[1]),
+      ...[...text.matchAll(/request_id=([A-Za-z0-9_-]+)/g)].map((m) => m[1]),
+    ]);
+    const found = [...ids].find((id) => id.length >= 8 && res.body.includes(id));
+    if (found) return found;
+    if (Date.now() > deadline) return undefined;
+    await pause(20); // polling for the log line to be flushed
+  }
+}
+
+/** No code, token or client secret of the provider appears in Passerelle's output (`s`: { passerelle, op }). */
 export function assertNoSecretsInLogs(s, extra = []) {
   const logs = s.passerelle.logs();
   for (const { type, value } of s.op.issued) {

@@ -26,11 +26,16 @@
 // Options for edge cases: `honourEssentialAcr: false` (a provider that ignores an essential acr), `tls` (https issuer
 // with a plain-http front listener for the scripted person).
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 
 import Provider, { interactionPolicy } from 'oidc-provider';
+
+import { escapeHtml, getJson, listen, readBody, stopper } from './http.mjs';
+import {
+  clientRegistration, ERROR_EVENTS, filterProviderNotices, grantWhatIsAsked, recordErrors, recordIssued, signingKeys,
+} from './provider-kit.mjs';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Accounts: the key is what the person types in the `login` field; `acrs` the levels the account can reach
@@ -140,56 +145,6 @@ export const NC_V2_SCOPES = Object.freeze({
 
 // ---------------------------------------------------------------------------------------------------------------
 
-// oidc-provider prints development notices through console.* ("oidc-provider WARNING: …"): expected here.
-let consoleFiltered = false;
-function filterProviderNotices() {
-  if (consoleFiltered) return;
-  consoleFiltered = true;
-  for (const level of ['warn', 'info']) {
-    const original = console[level].bind(console);
-    console[level] = (...args) => {
-      if (typeof args[0] === 'string' && args[0].startsWith('oidc-provider ')) return;
-      original(...args);
-    };
-  }
-}
-
-function signingKeys() {
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
-  return [
-    { ...rsa, kid: `rsa-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' },
-    { ...ec, kid: `ec-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'ES256' },
-  ];
-}
-
-function escapeHtml(s) {
-  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
-}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
-
-function getJson(url, ca) {
-  return new Promise((resolve, reject) => {
-    (url.startsWith('https:') ? https : http).get(url, { agent: false, ca }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk) => { body += chunk; });
-      res.on('end', () => {
-        if (res.statusCode !== 200) reject(new Error(`GET ${url} answered ${res.statusCode}: ${body}`));
-        else resolve(JSON.parse(body));
-      });
-    }).on('error', reject);
-  });
-}
-
 /** The acr values an authorization request asks for, and whether they are essential. */
 export function requestedAcr(params) {
   let claims = {};
@@ -268,31 +223,14 @@ export async function startFederationProvider(opts) {
   const errors = [];
   const interactions = [];
 
-  const listen = (srv) => new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', resolve);
-  });
   const server = tls ? https.createServer({ key: tls.key, cert: tls.cert }) : http.createServer();
-  await listen(server);
-  const { port } = server.address();
+  const port = await listen(server);
   const origin = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const issuer = `${origin}${mountPath}`;
   // With tls, the scripted person (plain http only) uses this second listener for the front channel.
   const front = tls ? http.createServer() : undefined;
   if (front) await listen(front);
   const frontOrigin = front ? `http://127.0.0.1:${front.address().port}` : origin;
-
-  const client = {
-    client_id: clientId,
-    client_secret: clientSecret,
-    redirect_uris: redirectUris,
-    post_logout_redirect_uris: postLogoutRedirectUris,
-    response_types: ['code'],
-    grant_types: ['authorization_code'],
-    token_endpoint_auth_method: authMethod,
-    id_token_signed_response_alg: idTokenAlg,
-  };
-  if (userinfoAlg) client.userinfo_signed_response_alg = userinfoAlg;
 
   // A non-conformant provider does not even re-prompt when the essential acr is not reached.
   const policy = interactionPolicy.base();
@@ -304,7 +242,9 @@ export async function startFederationProvider(opts) {
   const bySub = (sub) => Object.values(accounts).find((a) => a.claims.sub === sub);
 
   const provider = new Provider(issuer, {
-    clients: [client],
+    clients: [clientRegistration({
+      clientId, clientSecret, redirectUris, postLogoutRedirectUris, authMethod, idTokenAlg, userinfoAlg,
+    })],
     jwks: { keys: signingKeys() },
     cookies: {
       keys: [randomBytes(32).toString('hex')],
@@ -324,17 +264,7 @@ export async function startFederationProvider(opts) {
       return { accountId: id, async claims() { return structuredClone(account.claims); } };
     },
     // Consent is implicit at the federations: grant what the client asks for.
-    async loadExistingGrant(ctx) {
-      const { oidc } = ctx;
-      const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
-      let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
-      if (!grant) grant = new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId: oidc.session.accountId });
-      grant.addOIDCScope([...oidc.requestParamScopes].join(' '));
-      const claims = [...oidc.requestParamClaims];
-      if (claims.length) grant.addOIDCClaims(claims);
-      await grant.save();
-      return grant;
-    },
+    loadExistingGrant: grantWhatIsAsked,
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}`, policy },
     pkce: { required: () => pkceRequired },
     enabledJWA: {
@@ -354,19 +284,8 @@ export async function startFederationProvider(opts) {
     },
   });
 
-  for (const event of ['server_error', 'grant.error', 'authorization.error', 'userinfo.error', 'end_session.error',
-    'jwks.error', 'discovery.error', 'interaction.error', 'backchannel.error']) {
-    provider.on(event, (_ctx, err) => errors.push({ event, message: err?.message, detail: err?.error_description }));
-  }
-  provider.on('authorization.success', (_ctx, out) => {
-    if (out?.code) issued.push({ type: 'code', value: out.code });
-  });
-  provider.on('grant.success', (ctx) => {
-    const body = ctx.body || {};
-    for (const type of ['access_token', 'id_token', 'refresh_token']) {
-      if (body[type]) issued.push({ type, value: body[type] });
-    }
-  });
+  recordErrors(provider, errors, [...ERROR_EVENTS, 'backchannel.error']);
+  recordIssued(provider, issued);
 
   // -------------------------------------------------------------------------------------------------------------
   // The login page and its two actions.
@@ -535,7 +454,6 @@ ${message ? `<p role="alert">${escapeHtml(message)}</p>` : ''}
   const discovery = await getJson(`${issuer}/.well-known/openid-configuration`, tls?.ca);
   calls.length = 0;
 
-  let stopped = false;
   return {
     label,
     issuer,
@@ -559,14 +477,7 @@ ${message ? `<p role="alert">${escapeHtml(message)}</p>` : ''}
       const path = new URL(discovery[name]).pathname;
       return calls.filter((c) => c.path === path);
     },
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      await Promise.all([server, front].filter(Boolean).map((srv) => new Promise((resolve) => {
-        srv.close(() => resolve());
-        srv.closeAllConnections();
-      })));
-    },
+    stop: stopper(...[server, front].filter(Boolean)),
   };
 }
 

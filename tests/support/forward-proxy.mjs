@@ -15,11 +15,25 @@
 import http from 'node:http';
 import net from 'node:net';
 
+import { closeServer, listen } from './http.mjs';
+
 export const VIA = '1.1 test-forward-proxy';
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate',
   'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/** The end-to-end header lines of a rawHeaders array, as { Name: value or [values] } (names as sent). */
+function endToEnd(rawHeaders) {
+  const headers = {};
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i];
+    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    const prev = headers[name];
+    headers[name] = prev === undefined ? rawHeaders[i + 1] : [].concat(prev, rawHeaders[i + 1]);
+  }
+  return headers;
+}
 
 /** @param {object} [opts] @param {number} [opts.port] listen on this port (default: any free one) */
 export async function startForwardProxy({ port: wantedPort = 0 } = {}) {
@@ -48,13 +62,7 @@ export async function startForwardProxy({ port: wantedPort = 0 } = {}) {
       return;
     }
     record.target = `${target.host}`;
-    const headers = {};
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i];
-      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
-      const prev = headers[name];
-      headers[name] = prev === undefined ? req.rawHeaders[i + 1] : [].concat(prev, req.rawHeaders[i + 1]);
-    }
+    const headers = endToEnd(req.rawHeaders);
     headers.Via = VIA;
     if (req.headers['transfer-encoding'] && !req.headers['content-length']) headers['Transfer-Encoding'] = 'chunked';
     const upstream = http.request({
@@ -66,14 +74,7 @@ export async function startForwardProxy({ port: wantedPort = 0 } = {}) {
       agent: false,
     }, (upRes) => {
       record.status = upRes.statusCode;
-      const out = {};
-      for (let i = 0; i < upRes.rawHeaders.length; i += 2) {
-        const name = upRes.rawHeaders[i];
-        if (HOP_BY_HOP.has(name.toLowerCase())) continue;
-        const prev = out[name];
-        out[name] = prev === undefined ? upRes.rawHeaders[i + 1] : [].concat(prev, upRes.rawHeaders[i + 1]);
-      }
-      res.writeHead(upRes.statusCode, upRes.statusMessage, out);
+      res.writeHead(upRes.statusCode, upRes.statusMessage, endToEnd(upRes.rawHeaders));
       upRes.pipe(res);
     });
     upstream.on('error', (e) => {
@@ -124,11 +125,7 @@ export async function startForwardProxy({ port: wantedPort = 0 } = {}) {
     client.on('error', () => upstream.destroy());
   });
 
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(wantedPort, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
+  const port = await listen(server, wantedPort);
 
   let stopped = false;
   return {
@@ -145,11 +142,9 @@ export async function startForwardProxy({ port: wantedPort = 0 } = {}) {
     async stop() {
       if (stopped) return;
       stopped = true;
-      await new Promise((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-        server.closeAllConnections();
-      });
+      const closed = closeServer(server);
+      for (const s of sockets) s.destroy(); // tunnels included
+      await closed;
     },
   };
 }

@@ -6,23 +6,41 @@
 //   p.logs()    // everything it printed so far (stdout + stderr)
 //   await p.stop();
 //
-// The binary is <repo>/target/release/passerelle, or $PASSERELLE_BIN.
+//   const p = await launchPasserelle(t, toml, { adminPort, logName });   // stopped by t.after, which keeps the
+//                                                                         // TOML and the output in tests/output/
+//   const { code, stdout, stderr } = await runPasserelle(['check', '--config', file], { cwd });
+//
+// The binary is <repo>/target/release/passerelle, or $PASSERELLE_BIN. It may be rebuilt while the tests run:
+// launchPasserelle and runPasserelle wait (bounded) for it and retry a spawn that fails while it is replaced.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { httpGetStatus, pause } from './http.mjs';
+
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const PASSERELLE_BIN = process.env.PASSERELLE_BIN || path.join(REPO_ROOT, 'target', 'release', 'passerelle');
+// Where each scenario's TOML and Passerelle output are kept (and the browser test's screenshots).
+export const OUTPUT_DIR = fileURLToPath(new URL('../output/', import.meta.url));
 
 export function binaryExists() {
   return existsSync(PASSERELLE_BIN);
+}
+
+/** The binary may be rebuilt (by the lead, or CI) while tests run: wait (bounded) until it is there. */
+export async function waitForBinary(timeoutMs = 300_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(PASSERELLE_BIN)) {
+    if (Date.now() > deadline) throw new Error(`Passerelle binary not found at ${PASSERELLE_BIN} after ${timeoutMs} ms`);
+    await pause(250); // polling for the file to reappear
+  }
 }
 
 /** A TCP port free on 127.0.0.1 right now (listen on 0, close, return it). */
@@ -43,15 +61,16 @@ export function sessionKey() {
   return randomBytes(32).toString('base64');
 }
 
-function httpStatus(url) {
-  return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: 1000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(undefined));
-  });
+/** The name (no extension) a scenario's output is kept under in tests/output/: prefix, test name, _suffix. */
+export function outputName(t, { prefix = '', suffix = '', max = 110 } = {}) {
+  const name = (t.fullName || t.name || 'scenario').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, max);
+  return `${prefix}${name}${suffix ? `_${suffix}` : ''}`;
+}
+
+/** Keep a run's TOML and output, for diagnosis: tests/output/<name>.log. */
+export async function keepOutput(name, toml, output) {
+  await mkdir(OUTPUT_DIR, { recursive: true });
+  await writeFile(path.join(OUTPUT_DIR, `${name}.log`), `${toml}\n----- passerelle output -----\n${output}`);
 }
 
 function tomlString(toml, section, key) {
@@ -66,11 +85,32 @@ function tomlString(toml, section, key) {
 }
 
 /**
- * Run a Passerelle subcommand to completion (e.g. `check`). Resolves { code, stdout, stderr }.
+ * Spawn the binary (once it is there) with stdout and stderr piped. A spawn error (ENOENT / ETXTBSY while the binary
+ * is being replaced) is retried a few times.
  */
-export function runPasserelle(args, { env = {}, timeoutMs = 20000 } = {}) {
+export async function spawnPasserelle(args, { cwd, env }) {
+  for (let attempt = 0; ; attempt++) {
+    await waitForBinary();
+    const child = spawn(PASSERELLE_BIN, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const spawnError = await new Promise((resolve) => {
+      child.once('spawn', () => resolve(undefined));
+      child.once('error', resolve);
+    });
+    if (!spawnError) return child;
+    if (attempt >= 5) throw new Error(`cannot start ${PASSERELLE_BIN}: ${spawnError.message}`);
+    await pause(1000); // back-off before retrying the spawn
+  }
+}
+
+/**
+ * Run a Passerelle subcommand to completion (e.g. `check`), in `cwd`, with `env` added to the environment and the
+ * variables named in `unset` removed from it. Resolves { code, signal, stdout, stderr }.
+ */
+export async function runPasserelle(args, { cwd, env = {}, unset = [], timeoutMs = 30_000 } = {}) {
+  const childEnv = { ...process.env, ...env };
+  for (const name of unset) delete childEnv[name];
+  const child = await spawnPasserelle(args, { cwd, env: childEnv });
   return new Promise((resolve, reject) => {
-    const child = spawn(PASSERELLE_BIN, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => { stdout += d; });
@@ -79,6 +119,64 @@ export function runPasserelle(args, { env = {}, timeoutMs = 20000 } = {}) {
     child.on('error', (e) => { clearTimeout(timer); reject(e); });
     child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
   });
+}
+
+/**
+ * `passerelle run --config FILE` with this TOML, written to a fresh temporary directory (its working directory,
+ * removed by stop()). PASSERELLE_KEY is a fresh session key unless `env` gives one.
+ */
+async function runInBackground(toml, { env = {} }) {
+  const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-test-'));
+  const configFile = path.join(dir, 'config.toml');
+  await writeFile(configFile, toml, { mode: 0o600 });
+  const childEnv = {
+    ...process.env,
+    RUST_LOG: process.env.RUST_LOG || 'info',
+    PASSERELLE_KEY: sessionKey(),
+    ...env,
+  };
+  const child = await spawnPasserelle(['run', '--config', configFile], { cwd: dir, env: childEnv });
+  let output = '';
+  let exited = null;
+  child.stdout.on('data', (d) => { output += d; });
+  child.stderr.on('data', (d) => { output += d; });
+  child.on('error', (e) => { output += `\n[spawn error] ${e.message}\n`; });
+  const exitPromise = new Promise((resolve) => {
+    child.on('close', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+  });
+
+  let stopped = false;
+  async function stop() {
+    if (stopped) return exited;
+    stopped = true;
+    if (!exited) {
+      // SIGINT is pingora's fast shutdown (SIGTERM would wait out the graceful-shutdown period).
+      child.kill('SIGINT');
+      const timer = setTimeout(() => { if (!exited) child.kill('SIGKILL'); }, 5000);
+      await exitPromise;
+      clearTimeout(timer);
+    }
+    await rm(dir, { recursive: true, force: true });
+    return exited;
+  }
+
+  /** Poll admin /ready every 50 ms until it answers 200, for at most timeoutMs; throws if it exits first. */
+  async function ready(readyUrl, timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (exited) throw new Error(`passerelle exited before ready (${JSON.stringify(exited)}):\n${output}`);
+      if ((await httpGetStatus(readyUrl)) === 200) break;
+      if (Date.now() > deadline) throw new Error(`passerelle not ready after ${timeoutMs} ms at ${readyUrl}:\n${output}`);
+      await pause(50); // polling for readiness
+    }
+  }
+
+  return {
+    child, configFile, key: childEnv.PASSERELLE_KEY, logs: () => output, exited: () => exited, stop, ready,
+  };
 }
 
 /**
@@ -95,70 +193,38 @@ export async function startPasserelle(configToml, opts = {}) {
   const adminListen = tomlString(configToml, 'server', 'admin_listen');
   if (!publicUrl || !adminListen) throw new Error('startPasserelle: the TOML needs server.public_url and server.admin_listen');
 
-  const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-test-'));
-  const configFile = path.join(dir, 'config.toml');
-  await writeFile(configFile, configToml, { mode: 0o600 });
-
-  const childEnv = {
-    ...process.env,
-    RUST_LOG: process.env.RUST_LOG || 'info',
-    PASSERELLE_KEY: sessionKey(),
-    ...env,
-  };
-  let output = '';
-  const child = spawn(PASSERELLE_BIN, ['run', '--config', configFile], {
-    env: childEnv,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    cwd: dir,
-  });
-  child.stdout.on('data', (d) => { output += d; });
-  child.stderr.on('data', (d) => { output += d; });
-  let exited = null;
-  const exitPromise = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    });
-  });
-  child.on('error', (e) => { output += `\n[spawn error] ${e.message}\n`; });
-
-  const cleanupDir = () => rm(dir, { recursive: true, force: true });
-  async function stop() {
-    if (!exited) {
-      // SIGINT is pingora's fast shutdown (SIGTERM would wait out the graceful-shutdown period).
-      child.kill('SIGINT');
-      const timer = setTimeout(() => { if (!exited) child.kill('SIGKILL'); }, 5000);
-      await exitPromise;
-      clearTimeout(timer);
-    }
-    await cleanupDir();
-    return exited;
+  const p = await runInBackground(configToml, { env });
+  try {
+    await p.ready(`http://${adminListen}/ready`, readyTimeoutMs);
+  } catch (e) {
+    await p.stop();
+    throw e;
   }
-
-  // Wait for readiness: poll admin /ready every 50 ms, for at most readyTimeoutMs.
-  const readyUrl = `http://${adminListen}/ready`;
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (exited) {
-      await cleanupDir();
-      throw new Error(`passerelle exited before ready (${JSON.stringify(exited)}):\n${output}`);
-    }
-    if ((await httpStatus(readyUrl)) === 200) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`passerelle not ready after ${readyTimeoutMs} ms at ${readyUrl}:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-
   return {
     url: publicUrl.replace(/\/$/, ''),
     adminUrl: `http://${adminListen}`,
-    configFile,
-    key: childEnv.PASSERELLE_KEY,
-    process: child,
-    logs: () => output,
-    exited: () => exited,
-    stop,
+    configFile: p.configFile,
+    key: p.key,
+    process: p.child,
+    logs: p.logs,
+    exited: p.exited,
+    stop: p.stop,
   };
+}
+
+/**
+ * `passerelle run --config FILE` with this TOML; waits for admin /ready on 127.0.0.1:adminPort (the TOML needs no
+ * `public_url`: some scenarios test its absence); stopped (SIGINT) by t.after, which keeps the TOML and the output
+ * in tests/output/<logName>.log.
+ */
+export async function launchPasserelle(t, toml, { adminPort, logName = outputName(t), env = {}, readyTimeoutMs = 30_000 } = {}) {
+  assert.ok(adminPort, 'launchPasserelle: adminPort is required');
+  const p = await runInBackground(toml, { env });
+  t.after(async () => {
+    await p.stop();
+    await keepOutput(logName, toml, p.logs());
+  });
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  await p.ready(`${adminUrl}/ready`, readyTimeoutMs);
+  return { logs: p.logs, key: p.key, stop: p.stop, exited: p.exited, adminUrl };
 }

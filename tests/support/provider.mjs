@@ -11,10 +11,16 @@
 // The login form is oidc-provider's built-in `devInteractions` page: the person posts `login` (an account key
 // below) and any `password`. Consent is automatic (`loadExistingGrant` grants what the client asks for).
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 
 import Provider from 'oidc-provider';
+
+import { getJson, listen, stopper } from './http.mjs';
+import {
+  clientRegistration, filterProviderNotices, findAccountIn, grantWhatIsAsked, passLoginAsSub, recordErrors,
+  recordIssued, renderErrorInto, signingKeys,
+} from './provider-kit.mjs';
 
 // Test identities, keyed by the login typed on the provider's form.
 export const ACCOUNTS = Object.freeze({
@@ -42,44 +48,6 @@ export const SCOPE_CLAIMS = Object.freeze({
   email: ['email', 'email_verified'],
   profile: ['name', 'given_name', 'family_name'],
 });
-
-// oidc-provider prints development notices/warnings through console.* ("oidc-provider WARNING: …").
-// They are expected here (devInteractions, default pages) and only clutter the test output.
-let consoleFiltered = false;
-function filterProviderNotices() {
-  if (consoleFiltered) return;
-  consoleFiltered = true;
-  for (const level of ['warn', 'info']) {
-    const original = console[level].bind(console);
-    console[level] = (...args) => {
-      if (typeof args[0] === 'string' && args[0].startsWith('oidc-provider ')) return;
-      original(...args);
-    };
-  }
-}
-
-function generateSigningKeys() {
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
-  return [
-    { ...rsa, kid: `rsa-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' },
-    { ...ec, kid: `ec-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'ES256' },
-  ];
-}
-
-function getJson(url) {
-  return new Promise((resolve, reject) => {
-    http.get(url, { agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk) => { body += chunk; });
-      res.on('end', () => {
-        if (res.statusCode !== 200) reject(new Error(`GET ${url} answered ${res.statusCode}: ${body}`));
-        else resolve(JSON.parse(body));
-      });
-    }).on('error', reject);
-  });
-}
 
 /**
  * @param {object} [opts]
@@ -118,55 +86,21 @@ export async function startProvider(opts = {}) {
 
   // Listen first: the issuer must contain the port before the Provider is built.
   const server = http.createServer();
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
+  const port = await listen(server);
   const issuer = `http://127.0.0.1:${port}`;
 
-  const client = {
-    client_id: clientId,
-    client_secret: clientSecret,
-    redirect_uris: redirectUris,
-    post_logout_redirect_uris: postLogoutRedirectUris,
-    response_types: ['code'],
-    grant_types: ['authorization_code'],
-    token_endpoint_auth_method: authMethod,
-    id_token_signed_response_alg: idTokenAlg,
-  };
-  if (userinfoSigned) client.userinfo_signed_response_alg = 'RS256';
-
   const provider = new Provider(issuer, {
-    clients: [client],
-    jwks: { keys: generateSigningKeys() },
+    clients: [clientRegistration({
+      clientId, clientSecret, redirectUris, postLogoutRedirectUris, authMethod, idTokenAlg,
+      userinfoAlg: userinfoSigned ? 'RS256' : undefined,
+    })],
+    jwks: { keys: signingKeys() },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     claims: scopes,
     // `id` is the account's sub (the login typed on the form is mapped to it, see the request handler).
-    async findAccount(_ctx, id) {
-      const claims = Object.values(accounts).find((a) => a.sub === id);
-      if (!claims) return undefined;
-      return {
-        accountId: claims.sub,
-        async claims() {
-          return { ...claims };
-        },
-      };
-    },
+    findAccount: findAccountIn(accounts),
     // Auto-consent: grant whatever OIDC scopes/claims the client asks for.
-    async loadExistingGrant(ctx) {
-      const { oidc } = ctx;
-      const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
-      let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
-      if (!grant) {
-        grant = new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId: oidc.session.accountId });
-      }
-      grant.addOIDCScope([...oidc.requestParamScopes].join(' '));
-      const claims = [...oidc.requestParamClaims];
-      if (claims.length) grant.addOIDCClaims(claims);
-      await grant.save();
-      return grant;
-    },
+    loadExistingGrant: grantWhatIsAsked,
     pkce: { required: () => true }, // S256 is the only method oidc-provider accepts
     enabledJWA: {
       idTokenSigningAlgValues: ['RS256', 'ES256', 'HS256'],
@@ -178,27 +112,10 @@ export async function startProvider(opts = {}) {
       jwtUserinfo: { enabled: true },
     },
     // The Passerelle under test is the only client; keep errors visible in `errors`.
-    async renderError(ctx, out, error) {
-      ctx.type = 'html';
-      ctx.body = `<!DOCTYPE html><html><body><h1>oidc-provider error</h1><pre>${JSON.stringify(out)
-        .replace(/</g, '&lt;')}</pre></body></html>`;
-      if (error) errors.push(error);
-    },
+    renderError: renderErrorInto(errors),
   });
-
-  for (const event of ['server_error', 'grant.error', 'authorization.error', 'userinfo.error',
-    'end_session.error', 'jwks.error', 'discovery.error', 'interaction.error']) {
-    provider.on(event, (_ctx, err) => errors.push({ event, message: err?.message, detail: err?.error_description }));
-  }
-  provider.on('authorization.success', (_ctx, out) => {
-    if (out?.code) issued.push({ type: 'code', value: out.code });
-  });
-  provider.on('grant.success', (ctx) => {
-    const body = ctx.body || {};
-    for (const type of ['access_token', 'id_token', 'refresh_token']) {
-      if (body[type]) issued.push({ type, value: body[type] });
-    }
-  });
+  recordErrors(provider, errors);
+  recordIssued(provider, issued);
 
   const callback = provider.callback();
   server.on('request', (req, res) => {
@@ -216,36 +133,13 @@ export async function startProvider(opts = {}) {
       call.status = res.statusCode;
       call.responseType = res.getHeader('content-type');
     });
-    // devInteractions takes the typed `login` as the account id, and oidc-provider uses the account id as `sub`.
-    // Map login -> sub here so accounts can have a sub distinct from their login; oidc-provider then uses this
-    // already-parsed body (req.body).
-    if (req.method === 'POST' && /^\/interaction\/[^/]+$/.test(url.pathname)) {
-      const chunks = [];
-      req.on('data', (c) => chunks.push(c));
-      req.on('end', () => {
-        const form = Object.fromEntries(new URLSearchParams(Buffer.concat(chunks).toString('utf8')));
-        if (form.login && accounts[form.login]) form.login = accounts[form.login].sub;
-        req.body = form;
-        callback(req, res);
-      });
-      return;
-    }
+    if (passLoginAsSub(req, res, url.pathname, accounts, callback)) return;
     callback(req, res);
   });
 
   // The real endpoint URLs, from the provider's own discovery document (then forget that call).
   const discovery = await getJson(`${issuer}/.well-known/openid-configuration`);
   calls.length = 0;
-
-  let stopped = false;
-  async function stop() {
-    if (stopped) return;
-    stopped = true;
-    await new Promise((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
-  }
 
   return {
     issuer,
@@ -261,6 +155,6 @@ export async function startProvider(opts = {}) {
     callsTo(path) {
       return calls.filter((c) => c.path === path);
     },
-    stop,
+    stop: stopper(server),
   };
 }

@@ -4,20 +4,74 @@
 //   const s = await startStack(t, { provider: { authMethod: 'client_secret_post' } });
 //   const res = await s.person.login(`${s.base}/app`, 'alice');
 
-import { mkdir, writeFile } from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
 import { startProvider } from './provider.mjs';
 import { startUpstream } from './upstream.mjs';
-import { freePort, startPasserelle } from './passerelle.mjs';
+import { freePort, keepOutput, outputName, startPasserelle } from './passerelle.mjs';
 import { createPerson } from './person.mjs';
 
 export const PREFIX = '/.passerelle';
-export const OUTPUT_DIR = fileURLToPath(new URL('../output/', import.meta.url));
 
-function q(s) {
-  return JSON.stringify(String(s)); // a TOML basic string is JSON-compatible for these values
+/** Ports, a URL base and the redirect URIs a provider registers for one Passerelle on 127.0.0.1. */
+export async function addresses() {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    port,
+    adminPort,
+    base,
+    redirectUris: [`${base}${PREFIX}/callback`],
+    postLogoutRedirectUris: [`${base}${PREFIX}/logged-out`],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Passerelle TOML
+
+/** A TOML string of `s` (numbers included). */
+export function q(s) {
+  return tv(String(s));
+}
+
+/** A TOML value: strings, numbers, booleans, arrays and inline tables. */
+export function tv(v) {
+  if (typeof v === 'string') return JSON.stringify(v); // a TOML basic string is JSON-compatible for these values
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) return `[${v.map(tv).join(', ')}]`;
+  return `{ ${Object.entries(v).map(([k, x]) => `${k} = ${tv(x)}`).join(', ')} }`;
+}
+
+/**
+ * A Passerelle TOML: [server] on 127.0.0.1 (`publicUrl` null: none), [session] keyed by $PASSERELLE_KEY, then the
+ * provider blocks and the routes (TOML text, or arrays of TOML texts). `writtenBy` names the file that wrote it.
+ */
+export function configToml({
+  writtenBy, port, adminPort, publicUrl = `http://127.0.0.1:${port}`, extraServer = '', extraSession = '',
+  providers = '', routes,
+}) {
+  return `# written by ${writtenBy}
+[server]
+listen = [${q(`127.0.0.1:${port}`)}]
+${publicUrl ? `public_url = ${q(publicUrl)}\n` : ''}admin_listen = ${q(`127.0.0.1:${adminPort}`)}
+prefix = ${q(PREFIX)}
+${extraServer}
+[session]
+keys = ["env:PASSERELLE_KEY"]
+cookie_name = "passerelle"
+${extraSession}
+${[].concat(providers).join('\n')}
+${[].concat(routes).join('\n')}`;
+}
+
+/** [providers.NAME] for a provider `op` ({ issuer, clientId, clientSecret }); `extra` adds keys (values written with tv). */
+export function providerToml(name, kind, op, extra = {}) {
+  return `[providers.${name}]
+kind = ${tv(kind)}
+issuer = ${tv(op.issuer)}
+client_id = ${tv(op.clientId)}
+client_secret = ${tv(op.clientSecret)}
+${Object.entries(extra).map(([k, v]) => `${k} = ${tv(v)}`).join('\n')}
+`;
 }
 
 /**
@@ -36,29 +90,14 @@ export function passerelleToml({
   },
   extraServer = '',
 }) {
-  const base = `http://127.0.0.1:${port}`;
-  return `# written by tests/support/stack.mjs
-[server]
-listen = [${q(`127.0.0.1:${port}`)}]
-public_url = ${q(base)}
-admin_listen = ${q(`127.0.0.1:${adminPort}`)}
-prefix = ${q(PREFIX)}
-${headerEncoding ? `header_encoding = ${q(headerEncoding)}\n` : ''}${extraServer}
-[session]
-keys = ["env:PASSERELLE_KEY"]
-cookie_name = "passerelle"
-idle_timeout = ${q(idleTimeout)}
-max_lifetime = ${q(maxLifetime)}
-
-[providers.op]
-kind = "oidc"
-issuer = ${q(issuer)}
-client_id = ${q(clientId)}
-client_secret = ${q(clientSecret)}
-auth_method = ${q(authMethod)}
-scopes = [${scopes.map(q).join(', ')}]
-
-[[route]]
+  return configToml({
+    writtenBy: 'tests/support/stack.mjs',
+    port,
+    adminPort,
+    extraServer: `${headerEncoding ? `header_encoding = ${q(headerEncoding)}\n` : ''}${extraServer}`,
+    extraSession: `idle_timeout = ${q(idleTimeout)}\nmax_lifetime = ${q(maxLifetime)}\n`,
+    providers: providerToml('op', 'oidc', { issuer, clientId, clientSecret }, { auth_method: authMethod, scopes }),
+    routes: `[[route]]
 path = "/"
 upstream = ${q(upstream)}
 auth = "required"
@@ -71,7 +110,8 @@ ${Object.entries(headers).map(([h, c]) => `${q(h)} = ${q(c)}`).join('\n')}
 path = "/public"
 upstream = ${q(upstream)}
 auth = "public"
-`;
+`,
+  });
 }
 
 /**
@@ -82,9 +122,7 @@ auth = "public"
  * @param {object} [opts.passerelle] options for startPasserelle
  */
 export async function startStack(t, opts = {}) {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const base = `http://127.0.0.1:${port}`;
+  const { port, adminPort, base, redirectUris, postLogoutRedirectUris } = await addresses();
   const stops = [];
   t.after(async () => {
     for (const stop of stops.reverse()) await stop();
@@ -92,8 +130,8 @@ export async function startStack(t, opts = {}) {
 
   const authMethod = opts.provider?.authMethod || 'client_secret_basic';
   const op = await startProvider({
-    redirectUris: [`${base}${PREFIX}/callback`],
-    postLogoutRedirectUris: [`${base}${PREFIX}/logged-out`],
+    redirectUris,
+    postLogoutRedirectUris,
     ...opts.provider,
     authMethod,
   });
@@ -115,9 +153,7 @@ export async function startStack(t, opts = {}) {
   stops.push(async () => {
     await passerelle.stop();
     // Keep what it printed, for diagnosis: tests/output/<test name>.log
-    const name = (t.fullName || t.name || 'scenario').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 120);
-    await mkdir(OUTPUT_DIR, { recursive: true });
-    await writeFile(path.join(OUTPUT_DIR, `${name}.log`), `${toml}\n----- passerelle output -----\n${passerelle.logs()}`);
+    await keepOutput(outputName(t, { max: 120 }), toml, passerelle.logs());
   });
 
   return {

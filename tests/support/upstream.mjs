@@ -1,10 +1,13 @@
-// The upstream app behind Passerelle: records every request and answers 200 with a JSON echo of it.
+// The upstream app behind Passerelle: records every request and answers 200 with a JSON echo of it (or what
+// `answer` writes: browser.mjs's HTML page).
 //
 //   const up = await startUpstream();
 //   up.requests   // [{ method, url, rawHeaders: ['Name', 'value', ...], headers }]
 //   await up.stop();
 
 import http from 'node:http';
+
+import { listen, readBody, stopper } from './http.mjs';
 
 /** Values of every header line named `name` (case-insensitive), in arrival order, from a rawHeaders array. */
 export function headerValues(rawHeaders, name) {
@@ -25,34 +28,36 @@ export function headersMatching(rawHeaders, re) {
   return out;
 }
 
-export async function startUpstream() {
+/** The default answer: 200 with a JSON echo of the request (method, url, raw header lines). */
+function jsonEcho(req, res, record) {
+  const body = JSON.stringify({ method: record.method, url: record.url, rawHeaders: record.rawHeaders });
+  res.writeHead(200, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+/**
+ * @param {object} [opts]
+ * @param {(req, res, record) => void} [opts.answer] writes the answer once the request is recorded (default: JSON echo)
+ */
+export async function startUpstream({ answer = jsonEcho } = {}) {
   const requests = [];
   const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
+    readBody(req).then((body) => {
       const record = {
         method: req.method,
         url: req.url,
         rawHeaders: [...req.rawHeaders],
         headers: { ...req.headers },
-        body: Buffer.concat(chunks).toString('utf8'),
+        body,
       };
       requests.push(record);
-      const body = JSON.stringify({ method: record.method, url: record.url, rawHeaders: record.rawHeaders });
-      res.writeHead(200, {
-        'content-type': 'application/json; charset=utf-8',
-        'content-length': Buffer.byteLength(body),
-      });
-      res.end(body);
-    });
+      answer(req, res, record);
+    }, () => res.destroy());
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
-  let stopped = false;
+  const port = await listen(server);
   return {
     url: `http://127.0.0.1:${port}`,
     port,
@@ -61,13 +66,6 @@ export async function startUpstream() {
     last() {
       return requests[requests.length - 1];
     },
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      await new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    },
+    stop: stopper(server),
   };
 }
