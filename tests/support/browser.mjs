@@ -12,7 +12,7 @@
 // Browsers are never downloaded: the executable is /usr/bin/chromium (apt-get install chromium; scripts/test.sh
 // does it), or $CHROMIUM_PATH. Never `npx playwright install`.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import http from 'node:http';
 
@@ -20,7 +20,7 @@ import Provider from 'oidc-provider';
 
 import { escapeHtml, listen, stopper } from './http.mjs';
 import {
-  clientRegistration, filterProviderNotices, findAccountIn, grantWhatIsAsked, passLoginAsSub,
+  clientRegistration, filterProviderNotices, findAccountIn, grantWhatIsAsked, passLoginAsSub, privateJwk,
   recordErrors, renderErrorInto,
 } from './provider-kit.mjs';
 import { startUpstream } from './upstream.mjs';
@@ -147,7 +147,7 @@ export async function startProConnectLikeProvider(opts) {
   const origin = `http://127.0.0.1:${port}`;
   const issuer = `${origin}${PROCONNECT_PREFIX}`;
 
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const ec = privateJwk('ec', { namedCurve: 'P-256' });
   const provider = new Provider(issuer, {
     clients: [clientRegistration({
       clientId,

@@ -2,7 +2,7 @@
 // ProConnect-like one, all built on the real `oidc-provider`): quiet console, signing keys, the client they
 // register, implicit consent, and the recording of errors and of the codes and tokens issued.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 
 import { readBody } from './http.mjs';
 
@@ -21,10 +21,24 @@ export function filterProviderNotices() {
   }
 }
 
+/**
+ * A fresh private key as a JWK. Not `generateKeyPairSync(…).privateKey.export({format:'jwk'})`: on Node 20.20 that
+ * can deadlock (about once in 20 runs: KeyObjectHandle::ExportJWK → GC → ~KeyGenJob → a mutex the export holds).
+ * The key is PEM-encoded inside the generation job and re-imported, so the KeyObject shares nothing with the job.
+ */
+export function privateJwk(type, options) {
+  const { privateKey } = generateKeyPairSync(type, {
+    ...options,
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  });
+  return createPrivateKey(privateKey).export({ format: 'jwk' });
+}
+
 /** Fresh RS256 and ES256 signing keys (private JWKs with a random kid). */
 export function signingKeys() {
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const rsa = privateJwk('rsa', { modulusLength: 2048 });
+  const ec = privateJwk('ec', { namedCurve: 'P-256' });
   return [
     { ...rsa, kid: `rsa-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' },
     { ...ec, kid: `ec-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'ES256' },
