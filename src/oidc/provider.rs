@@ -108,11 +108,16 @@ impl Provider {
     /// The back-channel client, made on first use so it belongs to the runtime that uses it
     /// (reqwest pools bound to a stopped runtime fail: reqwest#1148). Redirects are never followed
     /// (SSRF, openidconnect's UPGRADE notes).
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| build_http_client(&self.config).unwrap_or_else(|e| {
-            tracing::error!(provider = %self.config.name, error = %e, "back-channel client could not be configured; using defaults");
-            reqwest::Client::new()
-        }))
+    /// Fails closed: a client that cannot honour the egress proxy or CA settings is never replaced by a
+    /// default one that would go around them.
+    fn http(&self) -> Result<&reqwest::Client, LoginError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = build_http_client(&self.config).map_err(|e| {
+            LoginError::Discovery(format!("back-channel client: {}", error_chain(&e)))
+        })?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     /// Fetches the discovery document and JWKS; checks the issuer is exactly the configured one.
@@ -125,7 +130,7 @@ impl Provider {
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| LoginError::Discovery(e.to_string()))?;
-        let metadata = ProviderMetadata::discover_async(issuer.clone(), self.http())
+        let metadata = ProviderMetadata::discover_async(issuer.clone(), self.http()?)
             .await
             .map_err(|e| {
                 let text = error_chain(&e);
@@ -271,7 +276,7 @@ impl Provider {
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| LoginError::TokenExchange(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(expect.pkce_verifier.to_string()))
-            .request_async(self.http())
+            .request_async(self.http()?)
             .await
             .map_err(|e| LoginError::TokenExchange(error_chain(&e)))?;
         let id_token = token.id_token().ok_or(LoginError::MissingIdToken)?;
@@ -322,7 +327,7 @@ impl Provider {
                     allowed_algs: &algs,
                 };
                 let info = super::userinfo::fetch(
-                    self.http(),
+                    self.http()?,
                     endpoint.as_str(),
                     token.access_token().secret(),
                     &check,
@@ -394,7 +399,7 @@ impl Provider {
 
     /// OIDC Core §10.1.1: keys rotate; a token signed with a `kid` we do not know triggers one refetch.
     async fn refetch_jwks(&self, current: &Discovered) -> Result<Arc<Discovered>, LoginError> {
-        let jwks = JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), self.http())
+        let jwks = JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), self.http()?)
             .await
             .map_err(|e| LoginError::Discovery(error_chain(&e)))?;
         let mut metadata = current.metadata.clone();
