@@ -46,29 +46,52 @@ pub fn validate_return_to(raw: &str, allowed_hosts: &[HostPattern]) -> Option<St
 fn local_path_ok(path: &str) -> bool {
     let mut current = path.to_string();
     for _ in 0..4 {
-        let bytes = current.as_bytes();
-        if bytes.len() > 1 && (bytes[1] == b'/' || bytes[1] == b'\\') {
+        if !current.starts_with('/') || has_slash_slash(&current) {
             return false;
         }
         if current.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') {
             return false;
         }
         if !current.contains('%') {
-            return current.starts_with('/');
+            return true;
         }
         let decoded = percent_encoding::percent_decode_str(&current)
             .decode_utf8_lossy()
             .to_string();
         if decoded == current {
-            return current.starts_with('/');
-        }
-        if !decoded.starts_with('/') {
-            return false;
+            return true;
         }
         current = decoded;
     }
     false
 }
+
+/// In the path part (queries may carry URLs), a slash then only whitespace, or one or two dots, then a
+/// slash or backslash: `//`, `/ /`, `/./`, `/../`, `/\`. Browsers and frameworks turn these into
+/// scheme-relative URLs or climb out of the path (oauth2-proxy's `[/\\](?:[\s\v]*|\.{1,2})[/\\]`).
+fn has_slash_slash(text: &str) -> bool {
+    let path = text.split(['?', '#']).next().unwrap_or("");
+    let bytes = path.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/' || **b == b'\\')
+        .any(|(i, _)| {
+            let rest = &path[i + 1..];
+            let after_space = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{0b}');
+            let after_dots = rest
+                .strip_prefix("..")
+                .or_else(|| rest.strip_prefix('.'))
+                .unwrap_or("x");
+            [after_space, after_dots]
+                .iter()
+                .any(|r| r.starts_with('/') || r.starts_with('\\'))
+        })
+}
+
+#[cfg(test)]
+#[path = "redirect_corpus_tests.rs"]
+mod corpus_tests;
 
 #[cfg(test)]
 mod tests {

@@ -176,3 +176,54 @@ mod tests {
         assert_eq!(p.matching, "/admin/page");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn path_like() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("/"),
+                Just("."),
+                Just(".."),
+                Just("%2e"),
+                Just("%2F"),
+                Just("%25"),
+                Just(";"),
+                Just("a"),
+                Just("é"),
+                Just("%41"),
+                Just("\\"),
+                Just("#"),
+                Just(" ")
+            ],
+            0..24,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        /// Whatever comes in, normalisation never panics, and what it accepts is stable: normalising the
+        /// forwarded form again gives the same result, and neither form can climb or hide a segment.
+        #[test]
+        fn normalisation_is_total_and_idempotent(raw in path_like()) {
+            if let Ok(p) = normalise_path(&raw) {
+                prop_assert!(p.forward.starts_with('/'));
+                for form in [&p.forward, &p.matching] {
+                    prop_assert!(!form.contains("//"), "{form}");
+                    prop_assert!(!form.split('/').any(|s| s == "." || s == ".."), "{form}");
+                    prop_assert!(!form.contains('\\') && !form.contains('#'), "{form}");
+                }
+                let again = normalise_path(&p.forward).expect("a normalised path is valid");
+                prop_assert_eq!(&again, &p);
+            }
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(raw in ".{0,64}") {
+            let _ = normalise_path(&raw);
+        }
+    }
+}
