@@ -157,14 +157,6 @@ impl Gateway {
             }
         }
     }
-
-    fn route_position(&self, index: usize) -> usize {
-        self.routes
-            .all()
-            .iter()
-            .position(|r| r.index == index)
-            .unwrap_or(0)
-    }
 }
 
 #[async_trait]
@@ -329,7 +321,9 @@ impl ProxyHttp for Gateway {
         let (Some(index), Some(session)) = (ctx.route, ctx.session.as_ref()) else {
             return Ok(());
         };
-        let route = &self.routes.all()[self.route_position(index)];
+        let Some(route) = self.routes.get(index) else {
+            return Ok(());
+        };
         let rendered = session
             .rendered
             .get_or_render(route.index, || render_headers(route, &session.claims));

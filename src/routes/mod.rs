@@ -25,6 +25,8 @@ pub fn normalise_route_prefix(text: &str) -> Result<String, String> {
 /// Routes in matching order: host-specific routes before host-less ones, then longest prefix first.
 pub struct RouteTable {
     routes: Vec<RouteConfig>,
+    /// `positions[route.index]` is where that route sits in `routes`, for lookups by config index.
+    positions: Vec<usize>,
 }
 
 impl RouteTable {
@@ -36,7 +38,16 @@ impl RouteTable {
                 .then(host_specificity(b).cmp(&host_specificity(a)))
                 .then(b.path.len().cmp(&a.path.len()))
         });
-        RouteTable { routes }
+        let mut positions = vec![0; routes.iter().map(|r| r.index + 1).max().unwrap_or(0)];
+        for (position, route) in routes.iter().enumerate() {
+            positions[route.index] = position;
+        }
+        RouteTable { routes, positions }
+    }
+
+    /// The route with this configuration index (`RouteConfig::index`).
+    pub fn get(&self, index: usize) -> Option<&RouteConfig> {
+        self.positions.get(index).and_then(|p| self.routes.get(*p))
     }
 
     /// `host` lower-case without port; `path` in its matching form.
@@ -108,6 +119,8 @@ mod tests {
         assert_eq!(t.find("x", "/app/admin").unwrap().index, 2);
         assert_eq!(t.find("x", "/app/admin/users").unwrap().index, 2);
         assert_eq!(t.find("x", "/app/administration").unwrap().index, 1);
+        assert_eq!(t.get(2).unwrap().path, "/app/admin");
+        assert!(t.get(3).is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 
 import Provider, { ExternalSigningKey } from 'oidc-provider';
 
+import { grantWhatIsAsked } from '../support/provider-kit.mjs';
 import { binaryExists, freePort, startPasserelle } from '../support/passerelle.mjs';
 import { createPerson } from '../support/person.mjs';
 import { headerValues, startUpstream } from '../support/upstream.mjs';
@@ -191,17 +192,7 @@ async function startKeyedProvider({ port = 0, keys, idTokenAlg, clientId, client
       return { accountId: claims.sub, async claims() { return { ...claims }; } };
     },
     // Auto-consent: grant what the client asks for.
-    async loadExistingGrant(ctx) {
-      const { oidc } = ctx;
-      const grantId = oidc.result?.consent?.grantId || oidc.session.grantIdFor(oidc.client.clientId);
-      let grant = grantId ? await oidc.provider.Grant.find(grantId) : undefined;
-      if (!grant) grant = new oidc.provider.Grant({ clientId: oidc.client.clientId, accountId: oidc.session.accountId });
-      grant.addOIDCScope([...oidc.requestParamScopes].join(' '));
-      const claims = [...oidc.requestParamClaims];
-      if (claims.length) grant.addOIDCClaims(claims);
-      await grant.save();
-      return grant;
-    },
+    loadExistingGrant: grantWhatIsAsked,
     pkce: { required: () => true },
     enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256'] },
     features: {
