@@ -513,7 +513,31 @@ impl Validator<'_> {
                 Duration::from_secs(600),
             )?,
             secure: raw.secure.map(|s| s.into_inner()),
+            logout_clear_site_data: self.site_data(&raw.logout_clear_site_data)?,
         })
+    }
+
+    fn site_data(&self, raw: &Option<S<Vec<S<String>>>>) -> Result<Vec<SiteData>, ConfigError> {
+        let Some(list) = raw else {
+            return Ok(SiteData::ALL.to_vec());
+        };
+        let mut directives = Vec::new();
+        for item in list.get_ref() {
+            let Some(d) = SiteData::ALL.into_iter().find(|d| d.name() == item.get_ref()) else {
+                return self.err(
+                    item.span(),
+                    "session.logout_clear_site_data",
+                    format!(
+                        "`{}` is not one of \"cache\", \"cookies\", \"storage\"",
+                        item.get_ref()
+                    ),
+                );
+            };
+            if !directives.contains(&d) {
+                directives.push(d);
+            }
+        }
+        Ok(directives)
     }
 
     fn scope(&self, s: &S<String>, key: &str) -> Result<String, ConfigError> {

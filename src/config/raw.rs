@@ -60,6 +60,7 @@ pub struct RawSession {
     pub login_timeout: Option<S<String>>,
     pub store: Option<S<String>>,
     pub secure: Option<S<bool>>,
+    pub logout_clear_site_data: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

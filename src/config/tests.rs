@@ -258,3 +258,25 @@ fn hints_and_acr_are_validated() {
     ));
     assert!(e.contains("providers.pc.egress_proxy"), "{e}");
 }
+
+#[test]
+fn logout_clear_site_data_defaults_to_everything_and_can_be_narrowed() {
+    let c = parse(BASE, "test.toml").unwrap();
+    assert_eq!(
+        SiteData::header_value(&c.session.logout_clear_site_data).as_deref(),
+        Some("\"cache\", \"cookies\", \"storage\"")
+    );
+    let none = BASE.replace("[session]\n", "[session]\nlogout_clear_site_data = []\n");
+    let c = parse(&none, "test.toml").unwrap();
+    assert_eq!(SiteData::header_value(&c.session.logout_clear_site_data), None);
+    let bad = BASE.replace(
+        "[session]\n",
+        "[session]\nlogout_clear_site_data = [\"cache\", \"executionContexts\"]\n",
+    );
+    let e = err(&bad);
+    assert!(e.starts_with("test.toml:3:"), "{e}");
+    assert!(
+        e.contains("session.logout_clear_site_data") && e.contains("executionContexts"),
+        "{e}"
+    );
+}

@@ -104,6 +104,38 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
     /// `Some` when forced by the config; `None` follows the scheme of the public URL / request.
     pub secure: Option<bool>,
+    /// What the browser is asked to forget when a logout ends (`Clear-Site-Data`); empty: nothing.
+    pub logout_clear_site_data: Vec<SiteData>,
+}
+
+/// A `Clear-Site-Data` directive. `cookies` also logs the person out of the upstream application's own
+/// session (its JSESSIONID, PHPSESSID…), which a legacy app behind Passerelle would otherwise keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteData {
+    Cache,
+    Cookies,
+    Storage,
+}
+
+impl SiteData {
+    pub const ALL: [SiteData; 3] = [SiteData::Cache, SiteData::Cookies, SiteData::Storage];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SiteData::Cache => "cache",
+            SiteData::Cookies => "cookies",
+            SiteData::Storage => "storage",
+        }
+    }
+
+    /// The header value for these directives, `None` when there are none.
+    pub fn header_value(directives: &[SiteData]) -> Option<String> {
+        if directives.is_empty() {
+            return None;
+        }
+        let quoted: Vec<String> = directives.iter().map(|d| format!("\"{}\"", d.name())).collect();
+        Some(quoted.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Passerelle's own endpoints under `server.prefix`: login, callback, logout, logged-out, userinfo, auth.
 
 use super::{Ctx, Gateway, Reply, RequestInfo};
-use crate::config::ProviderKind;
+use crate::config::{ProviderKind, SiteData};
 use crate::config::RouteConfig;
 use crate::identity::{normalise, render_headers};
 use crate::oidc::{AuthorizeOptions, Expectations, LoginError, Provider};
@@ -407,11 +407,11 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
         _ => None,
     };
     let Some(session) = session else {
-        return Reply::redirect(&logged_out_target(gw, &rd)).cookies(cookies);
+        return ended_locally(gw, Reply::redirect(&logged_out_target(gw, &rd))).cookies(cookies);
     };
     tracing::info!(request_id = %ctx.request_id, session = %session.id, "logout");
     let Some(provider) = gw.provider(&session.provider) else {
-        return Reply::redirect(&logged_out_target(gw, &rd)).cookies(cookies);
+        return ended_locally(gw, Reply::redirect(&logged_out_target(gw, &rd))).cookies(cookies);
     };
     let state = openidconnect::CsrfToken::new_random_len(32)
         .secret()
@@ -443,7 +443,17 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             ));
             Reply::redirect(&url).cookies(cookies)
         }
-        None => Reply::redirect(&logged_out_target(gw, &rd)).cookies(cookies),
+        None => ended_locally(gw, Reply::redirect(&logged_out_target(gw, &rd))).cookies(cookies),
+    }
+}
+
+/// `Clear-Site-Data` goes on the answer that ends a logout here, not on the redirect to the provider:
+/// browsers apply it after storing that response's cookies, so it would erase the logout flow cookie
+/// and lose the state check and `rd` on the way back.
+fn ended_locally(gw: &Gateway, reply: Reply) -> Reply {
+    match SiteData::header_value(&gw.config.session.logout_clear_site_data) {
+        Some(value) => reply.header("Clear-Site-Data", value),
+        None => reply,
     }
 }
 
@@ -472,10 +482,13 @@ fn logged_out(gw: &Gateway, info: &RequestInfo) -> Reply {
         }
         _ => false,
     };
-    let mut reply = match flow {
-        Some(f) if matched && f.return_to != "/" => Reply::redirect(&f.return_to),
-        _ => Reply::html(200, pages::logged_out_page()),
-    };
+    let mut reply = ended_locally(
+        gw,
+        match flow {
+            Some(f) if matched && f.return_to != "/" => Reply::redirect(&f.return_to),
+            _ => Reply::html(200, pages::logged_out_page()),
+        },
+    );
     if info.cookies.iter().any(|(n, _)| *n == name) {
         reply = reply.cookies([flow_spec.delete(&name)]);
     }

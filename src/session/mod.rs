@@ -173,6 +173,7 @@ mod tests {
             max_lifetime: Duration::from_secs(max),
             login_timeout: Duration::from_secs(600),
             secure: None,
+            logout_clear_site_data: Vec::new(),
         })
     }
 
