@@ -8,6 +8,8 @@ pub mod access;
 pub mod admin;
 pub mod config;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod logging;
 pub mod oidc;

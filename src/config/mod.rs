@@ -523,7 +523,10 @@ impl Validator<'_> {
         };
         let mut directives = Vec::new();
         for item in list.get_ref() {
-            let Some(d) = SiteData::ALL.into_iter().find(|d| d.name() == item.get_ref()) else {
+            let Some(d) = SiteData::ALL
+                .into_iter()
+                .find(|d| d.name() == item.get_ref())
+            else {
                 return self.err(
                     item.span(),
                     "session.logout_clear_site_data",

@@ -268,7 +268,10 @@ fn logout_clear_site_data_defaults_to_everything_and_can_be_narrowed() {
     );
     let none = BASE.replace("[session]\n", "[session]\nlogout_clear_site_data = []\n");
     let c = parse(&none, "test.toml").unwrap();
-    assert_eq!(SiteData::header_value(&c.session.logout_clear_site_data), None);
+    assert_eq!(
+        SiteData::header_value(&c.session.logout_clear_site_data),
+        None
+    );
     let bad = BASE.replace(
         "[session]\n",
         "[session]\nlogout_clear_site_data = [\"cache\", \"executionContexts\"]\n",

@@ -133,7 +133,10 @@ impl SiteData {
         if directives.is_empty() {
             return None;
         }
-        let quoted: Vec<String> = directives.iter().map(|d| format!("\"{}\"", d.name())).collect();
+        let quoted: Vec<String> = directives
+            .iter()
+            .map(|d| format!("\"{}\"", d.name()))
+            .collect();
         Some(quoted.join(", "))
     }
 }

@@ -1,8 +1,8 @@
 //! Passerelle's own endpoints under `server.prefix`: login, callback, logout, logged-out, userinfo, auth.
 
 use super::{Ctx, Gateway, Reply, RequestInfo};
-use crate::config::{ProviderKind, SiteData};
 use crate::config::RouteConfig;
+use crate::config::{ProviderKind, SiteData};
 use crate::identity::{normalise, render_headers};
 use crate::oidc::{AuthorizeOptions, Expectations, LoginError, Provider};
 use crate::pages::{self, ButtonStyle, ProviderChoice};
