@@ -347,8 +347,20 @@ impl Validator<'_> {
                 }
             },
         };
+        let max_header_bytes = match &raw.max_header_bytes {
+            Some(m) if !(8 * 1024..=1024 * 1024).contains(m.get_ref()) => {
+                return self.err(
+                    m.span(),
+                    "server.max_header_bytes",
+                    "between 8192 and 1048576 (a session cookie alone can take 24 KiB)",
+                )
+            }
+            Some(m) => *m.get_ref(),
+            None => 64 * 1024,
+        };
         let _ = span;
         Ok(ServerConfig {
+            max_header_bytes,
             listen,
             tls,
             public_url,

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub allowed_redirect_hosts: Vec<HostPattern>,
     pub log_format: LogFormat,
     pub upstream_timeout: Duration,
+    /// Request line plus headers, in bytes; larger requests get 431 before anything else reads them.
+    pub max_header_bytes: usize,
 }
 
 impl ServerConfig {

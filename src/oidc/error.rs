@@ -26,10 +26,17 @@ pub enum LoginError {
     MissingCode,
     #[error("token exchange failed: {0}")]
     TokenExchange(String),
+    /// The provider refused the code (`invalid_grant`): expired, or already redeemed by a replay.
+    #[error("the provider refused the authorization code: {0}")]
+    CodeRejected(String),
     #[error("token response has no id_token")]
     MissingIdToken,
     #[error("id_token rejected: {0}")]
     IdToken(String),
+    /// Userinfo could not be fetched (network, HTTP status): the provider's failure.
+    #[error("userinfo unavailable: {0}")]
+    UserInfoUnavailable(String),
+    /// Userinfo was fetched and did not pass the checks: the answer cannot be trusted.
     #[error("userinfo rejected: {0}")]
     UserInfo(String),
     #[error("acr `{got:?}` is not one of the required {wanted:?}")]
@@ -46,7 +53,7 @@ impl LoginError {
             self,
             LoginError::Discovery(_)
                 | LoginError::TokenExchange(_)
-                | LoginError::UserInfo(_)
+                | LoginError::UserInfoUnavailable(_)
                 | LoginError::IssuerMismatch { .. }
         )
     }

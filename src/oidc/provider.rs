@@ -9,6 +9,7 @@ use openidconnect::{
     Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     TokenResponse as _,
 };
+use openidconnect::{HttpClientError, RequestTokenError, StandardErrorResponse};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -18,6 +19,11 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// At most one JWKS refetch per provider in this interval: an attacker sending tokens with random `kid`s
 /// must not turn Passerelle into a load generator against the provider.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+type TokenRequestError = RequestTokenError<
+    HttpClientError<reqwest::Error>,
+    StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+>;
 
 struct Discovered {
     metadata: ProviderMetadata,
@@ -278,7 +284,7 @@ impl Provider {
             .set_pkce_verifier(PkceCodeVerifier::new(expect.pkce_verifier.to_string()))
             .request_async(self.http()?)
             .await
-            .map_err(|e| LoginError::TokenExchange(error_chain(&e)))?;
+            .map_err(token_error)?;
         let id_token = token.id_token().ok_or(LoginError::MissingIdToken)?;
         let nonce = Nonce::new(expect.nonce.to_string());
         let claims = match self.verify_id_token(&client, id_token, &nonce) {
@@ -298,6 +304,16 @@ impl Provider {
                     wanted: acr.values.clone(),
                     got,
                 });
+            }
+        }
+        // OIDC Core 3.1.3.7 (5): an azp names the party the token was issued to; openidconnect leaves
+        // this check to the client.
+        if let Some(azp) = claims.authorized_party() {
+            if azp.as_str() != self.config.client_id {
+                return Err(LoginError::IdToken(format!(
+                    "azp `{}` is not this client",
+                    truncate_for_log(azp.as_str())
+                )));
             }
         }
         let sub = claims.subject().to_string();
@@ -444,6 +460,35 @@ impl Provider {
 
 /// The back-channel client: timeouts, no redirects, the RIE egress proxy and private CA when configured.
 /// Proxy settings from the environment (`HTTPS_PROXY`) are ignored: the config is the one source.
+/// Sorts a failed token request: a refused code is the person's (expired or replayed: 400), an
+/// answer carrying an id_token that does not parse is an id_token failure (400), the rest is the
+/// provider's or the network's (502).
+fn token_error(e: TokenRequestError) -> LoginError {
+    match &e {
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == openidconnect::core::CoreErrorResponseType::InvalidGrant =>
+        {
+            LoginError::CodeRejected(error_chain(&e))
+        }
+        RequestTokenError::Parse(parse, body) => {
+            let carries_id_token = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .is_some_and(|v| v.get("id_token").is_some_and(serde_json::Value::is_string));
+            if carries_id_token {
+                LoginError::IdToken(format!("malformed id_token: {}", parse.inner()))
+            } else {
+                LoginError::TokenExchange(error_chain(&e))
+            }
+        }
+        _ => LoginError::TokenExchange(error_chain(&e)),
+    }
+}
+
+/// Provider-chosen text in a log line: bounded and without control characters.
+fn truncate_for_log(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
 pub fn build_http_client(config: &ProviderConfig) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -30,13 +30,14 @@ pub async fn fetch(
     check: &UserInfoCheck<'_>,
 ) -> Result<Map<String, Value>, LoginError> {
     let fail = |m: String| LoginError::UserInfo(m);
+    let unavailable = |m: String| LoginError::UserInfoUnavailable(m);
     let mut response = http
         .get(endpoint)
         .bearer_auth(access_token)
         .header("Accept", "application/jwt, application/json")
         .send()
         .await
-        .map_err(|e| fail(super::error_chain(&e)))?;
+        .map_err(|e| unavailable(super::error_chain(&e)))?;
     let status = response.status();
     let content_type = response
         .headers()
@@ -54,7 +55,7 @@ pub async fn fetch(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| fail(super::error_chain(&e)))?
+        .map_err(|e| unavailable(super::error_chain(&e)))?
     {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_BODY {
@@ -62,7 +63,7 @@ pub async fn fetch(
         }
     }
     if !status.is_success() {
-        return Err(fail(format!("HTTP {status}")));
+        return Err(unavailable(format!("HTTP {status}")));
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| fail("response is not UTF-8".into()))?

@@ -387,7 +387,7 @@ fn login_failure(
     };
     let action = Some((retry.as_str(), "Réessayer de se connecter"));
     match &e {
-        LoginError::UnknownState => error_reply(400, "Connexion expirée", "Cette tentative de connexion a expiré ou a déjà été utilisée. Recommencez depuis le service.", "This sign-in attempt expired or was already used.", action, ctx),
+        LoginError::UnknownState | LoginError::CodeRejected(_) => error_reply(400, "Connexion expirée", "Cette tentative de connexion a expiré ou a déjà été utilisée. Recommencez depuis le service.", "This sign-in attempt expired or was already used.", action, ctx),
         LoginError::AcrNotSatisfied { .. } => error_reply(403, "Niveau d'authentification insuffisant", "Ce service demande une authentification plus forte que celle obtenue (par exemple une double authentification). Reconnectez-vous avec un moyen d'authentification adapté.", "This service needs a stronger authentication level.", action, ctx),
         LoginError::ProviderError { error, .. } if error == "access_denied" => error_reply(403, "Connexion refusée", "Le fournisseur d'identité a refusé la connexion.", "The identity provider denied the sign-in.", action, ctx),
         LoginError::ProviderError { error, .. } if error == "login_required" => error_reply(401, "Connexion nécessaire", "Vous devez vous connecter auprès du fournisseur d'identité.", "You need to sign in at the identity provider.", action, ctx),

@@ -9,7 +9,7 @@ mod endpoints;
 mod request;
 mod respond;
 
-pub use request::RequestInfo;
+pub use request::{Refused, RequestInfo};
 pub use respond::Reply;
 
 use crate::access::{self, Refusal};
@@ -181,15 +181,31 @@ impl ProxyHttp for Gateway {
         let info = match RequestInfo::read(session, &self.config.server) {
             Ok(info) => info,
             Err(e) => {
-                tracing::info!(request_id = %ctx.request_id, reason = %e, "request refused: path");
-                let page = pages::error_page(
-                    "Adresse invalide",
-                    "L'adresse demandée n'est pas valide.",
-                    "The requested address is not valid.",
-                    Some(("/", "Revenir à l'accueil")),
-                    &ctx.request_id,
-                );
-                Reply::html(400, page).send(session).await?;
+                tracing::info!(request_id = %ctx.request_id, reason = %e, "request refused");
+                let page = match e {
+                    Refused::Path(_) => pages::error_page(
+                        "Adresse invalide",
+                        "L'adresse demandée n'est pas valide.",
+                        "The requested address is not valid.",
+                        Some(("/", "Revenir à l'accueil")),
+                        &ctx.request_id,
+                    ),
+                    Refused::HeadersTooLarge(_) => pages::error_page(
+                        "Requête trop volumineuse",
+                        "Votre navigateur envoie trop de données (souvent des cookies accumulés). Effacez les cookies de ce site puis réessayez.",
+                        "Your browser sends too much data (often accumulated cookies). Clear this site's cookies and try again.",
+                        Some(("/", "Revenir à l'accueil")),
+                        &ctx.request_id,
+                    ),
+                    Refused::MissingHost | Refused::SeveralHosts => pages::error_page(
+                        "Requête invalide",
+                        "La requête n'a pas pu être traitée.",
+                        "The request could not be processed.",
+                        None,
+                        &ctx.request_id,
+                    ),
+                };
+                Reply::html(e.status(), page).send(session).await?;
                 return Ok(true);
             }
         };
@@ -384,7 +400,14 @@ impl ProxyHttp for Gateway {
                 _ => 500,
             },
         };
-        if code > 0 {
+        // Once the upstream's response header has gone out, a page of ours would be appended to the
+        // app's partial body and framed as if it were the rest of it: close the connection instead, so
+        // the client sees a truncated response rather than a complete-looking wrong one.
+        let header_sent = session.response_written().is_some();
+        if code > 0 && header_sent {
+            tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed after the response started; connection closed");
+        }
+        if code > 0 && !header_sent {
             tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed");
             let (title, message, english) = match code {
                 400..=499 => ("Requête invalide", "La requête n'a pas pu être traitée.", "The request could not be processed."),

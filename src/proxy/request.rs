@@ -6,6 +6,29 @@ use crate::session::cookies::parse_cookie_header;
 use pingora::proxy::Session;
 use std::net::IpAddr;
 
+/// Why a request is answered before routing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("request line and headers exceed {0} bytes")]
+    HeadersTooLarge(usize),
+    /// RFC 9112 §3.2: an HTTP/1.1 request without Host, or with several, is answered 400.
+    #[error("HTTP/1.1 request without a Host header")]
+    MissingHost,
+    #[error("several Host headers")]
+    SeveralHosts,
+}
+
+impl Refused {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::HeadersTooLarge(_) => 431,
+            _ => 400,
+        }
+    }
+}
+
 pub struct RequestInfo {
     pub peer: Option<IpAddr>,
     /// The peer is a configured trusted proxy: its X-Forwarded-* headers are believed.
@@ -26,8 +49,22 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    pub fn read(session: &Session, server: &ServerConfig) -> Result<Self, PathError> {
+    pub fn read(session: &Session, server: &ServerConfig) -> Result<Self, Refused> {
         let req = session.req_header();
+        let size = req.raw_path().len()
+            + req
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if size > server.max_header_bytes {
+            return Err(Refused::HeadersTooLarge(server.max_header_bytes));
+        }
+        match req.headers.get_all("host").iter().count() {
+            0 if req.version == http::Version::HTTP_11 => return Err(Refused::MissingHost),
+            0 | 1 => {}
+            _ => return Err(Refused::SeveralHosts),
+        }
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())

@@ -136,7 +136,7 @@ export async function startStack(t, opts = {}) {
     authMethod,
   });
   stops.push(() => op.stop());
-  const upstream = await startUpstream();
+  const upstream = await startUpstream(opts.upstream);
   stops.push(() => upstream.stop());
 
   const toml = passerelleToml({
