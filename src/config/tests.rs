@@ -283,3 +283,13 @@ fn logout_clear_site_data_defaults_to_everything_and_can_be_narrowed() {
         "{e}"
     );
 }
+
+#[test]
+fn max_header_bytes_is_bounded() {
+    let c = parse(BASE, "test.toml").unwrap();
+    assert_eq!(c.server.max_header_bytes, 64 * 1024);
+    let small = format!("[server]\nmax_header_bytes = 1024\n{BASE}");
+    let e = err(&small);
+    assert!(e.starts_with("test.toml:2:"), "{e}");
+    assert!(e.contains("server.max_header_bytes"), "{e}");
+}

@@ -38,11 +38,22 @@ pub struct SessionManager {
     secure_name: String,
 }
 
+/// The decoded-session cache is bounded in bytes, not entries: cookies range from 600 B to 24 KiB, so
+/// a count bound would let memory vary forty-fold with what the provider puts in the claims.
+const SESSION_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// An entry's approximate footprint: the key, and the decoded session, which holds about what the
+/// cookie carries, plus the headers rendered from it.
+fn cache_weight(cookie: &str) -> u32 {
+    u32::try_from(cookie.len().saturating_mul(3).saturating_add(512)).unwrap_or(u32::MAX)
+}
+
 impl SessionManager {
     pub fn new(config: SessionConfig) -> Self {
         let ring = KeyRing::new(&config.keys);
         let cache = moka::sync::Cache::builder()
-            .max_capacity(20_000)
+            .max_capacity(SESSION_CACHE_BYTES)
+            .weigher(|cookie: &String, _session: &Arc<Session>| cache_weight(cookie))
             .time_to_live(Duration::from_secs(300))
             .build();
         let secure_name = format!("__Host-{}", config.cookie_name);
@@ -225,6 +236,34 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_session_cache_stays_within_its_byte_bound() {
+        let m = manager(1800, 3600);
+        let spec = CookieSpec {
+            secure: false,
+            path: "/".into(),
+        };
+        // 3,000 distinct 12 KB sessions weigh about 110 MB: more than the bound, which must hold.
+        let n = 3_000;
+        for i in 0..n {
+            let mut s = session(now(), now(), 9000);
+            s.id = format!("id-{i}");
+            let set = m.issue(&s, &spec, &[]);
+            assert!(matches!(
+                m.load(&jar(&set), &spec),
+                SessionState::Valid { .. }
+            ));
+        }
+        m.cache.run_pending_tasks();
+        assert!(
+            m.cache.weighted_size() <= SESSION_CACHE_BYTES,
+            "{} bytes cached",
+            m.cache.weighted_size()
+        );
+        assert!(m.cache.entry_count() < n, "{}", m.cache.entry_count());
+        assert!(m.cache.entry_count() > 0);
     }
 
     #[test]
