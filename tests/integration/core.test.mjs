@@ -11,6 +11,7 @@ import {
   assertFrenchErrorPage, assertLoginRedirect, assertNoSecretsInLogs, assertUnauthorized, decodeJwt, identityLines,
   sessionCookies,
 } from '../support/checks.mjs';
+import { createPerson } from '../support/person.mjs';
 import { ACCOUNTS } from '../support/provider.mjs';
 import { PREFIX, startStack } from '../support/stack.mjs';
 import { headerValues } from '../support/upstream.mjs';
@@ -212,6 +213,49 @@ test('(c) spoofed identity headers never reach the upstream, logged in or not, p
   up = s.upstream.last();
   assert.equal(up.url, '/public/page');
   assert.deepEqual(identityLines(up.rawHeaders), [], 'logged-in public request: no X-Auth-* at all');
+});
+
+// (c2) -----------------------------------------------------------------------------------------------------------
+test('(c2) spoofed identity headers on CORS preflights and on Passerelle\'s own endpoints are never believed', async (t) => {
+  const s = await startStack(t);
+  const preflight = [['Origin', 'https://evil.example'], ['Access-Control-Request-Method', 'POST'],
+    ['Access-Control-Request-Headers', 'x-auth-sub'], ...SPOOFED];
+
+  // A preflight carries no cookie. Public route: forwarded to the app (which answers CORS), without identity.
+  let res = await s.person.request(`${s.base}/public/api`, { method: 'OPTIONS', headers: preflight, cookies: false });
+  assert.equal(res.status, 200, `preflight on a public route: ${res.status} ${res.body.slice(0, 300)}`);
+  assert.equal(s.upstream.last().method, 'OPTIONS');
+  assert.deepEqual(identityLines(s.upstream.last().rawHeaders), [], 'a public preflight: no X-Auth-* at all');
+  // Protected route: no session, so not forwarded at all, whatever the spoofed headers say.
+  const before = s.upstream.requests.length;
+  res = await s.person.request(`${s.base}/app/api`, { method: 'OPTIONS', headers: preflight, cookies: false });
+  assertUnauthorized(res, 'a preflight on a protected route, no session');
+  assert.equal(s.upstream.requests.length, before, 'the protected route forwarded nothing');
+
+  await loginAt(s, `${s.base}/app/start`, 'alice');
+
+  // A credentialed OPTIONS with a session: the real identity only.
+  res = await s.person.request(`${s.base}/app/api`, { method: 'OPTIONS', headers: SPOOFED });
+  assert.equal(res.status, 200, `OPTIONS with a session: ${res.status}`);
+  assert.deepEqual(headerValues(s.upstream.last().rawHeaders, 'X-Auth-Sub'), [alice.sub]);
+  assert.deepEqual(identityLines(s.upstream.last().rawHeaders).filter(([, v]) => SPOOFED.some(([, x]) => x === v)), []);
+
+  // Passerelle's own endpoints read the session, never the request's headers.
+  res = await s.person.api(`${s.base}${PREFIX}/userinfo`, { headers: SPOOFED });
+  assert.equal(res.status, 200, `userinfo: ${res.status}`);
+  const info = JSON.parse(res.body);
+  assert.equal(info.claims.sub, alice.sub, 'userinfo shows the session\'s sub');
+  assert.ok(!res.body.includes('evil'), `a spoofed value leaked into userinfo: ${res.body}`);
+  res = await s.person.request(`${s.base}${PREFIX}/auth`, { headers: [['Accept', '*/*'], ...SPOOFED] });
+  assert.equal(res.status, 200, `forward-auth: ${res.status}`);
+  assert.equal(res.headers['x-auth-sub'], alice.sub, 'forward-auth answers the session\'s sub');
+  for (const [name, value] of Object.entries(res.headers)) {
+    assert.ok(!/^x[-_]auth[-_]/i.test(name) || !SPOOFED.some(([, v]) => v === value), `forward-auth echoed a spoofed ${name}: ${value}`);
+  }
+  // And without a session, spoofed headers do not make forward-auth say yes.
+  res = await createPerson().request(`${s.base}${PREFIX}/auth`, { headers: [['Accept', '*/*'], ...SPOOFED] });
+  assert.equal(res.status, 401, `forward-auth without a session: ${res.status}`);
+  assert.equal(res.headers['x-auth-sub'], undefined);
 });
 
 // (d) ------------------------------------------------------------------------------------------------------------
