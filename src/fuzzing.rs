@@ -164,6 +164,13 @@ pub fn request_path(data: &[u8]) -> bool {
         );
     }
     assert!(!path.matching.contains(';'), "{:?}", path.matching);
+    // What is matched has no empty segment either: `/;x/admin` must not match as `//admin`, which no
+    // route prefix covers, while the upstream reads `/admin`.
+    assert!(
+        !path.matching.contains("//"),
+        "{raw:?} is matched as {:?}",
+        path.matching
+    );
     assert_eq!(
         normalise_path(forward).as_ref(),
         Ok(&path),

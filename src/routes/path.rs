@@ -20,6 +20,10 @@ pub enum PathError {
     AboveRoot,
     #[error("a `.` or `..` segment carries `;` parameters")]
     DotSegmentParameters,
+    /// `/;x/admin`: matched as `//admin` but read as `/admin` by servlet containers, which drop the
+    /// parameters and then the empty segment.
+    #[error("a segment is only `;` parameters, without a name")]
+    NamelessParameters,
     #[error("the path is too long")]
     TooLong,
 }
@@ -54,6 +58,7 @@ pub fn normalise_path(raw: &str) -> Result<NormalisedPath, PathError> {
         let bare = segment.split(';').next().unwrap_or("");
         match bare {
             "" if segment.is_empty() => continue,
+            "" => return Err(PathError::NamelessParameters),
             "." | ".." if segment.len() != bare.len() => {
                 return Err(PathError::DotSegmentParameters)
             }
@@ -167,6 +172,19 @@ mod tests {
             normalise_path("/public/..;x/admin"),
             Err(PathError::DotSegmentParameters)
         );
+        for nameless in [
+            "/;/admin",
+            "/;x=1/admin",
+            "//;/admin",
+            "/public/../;/admin",
+            "/a/;",
+        ] {
+            assert_eq!(
+                normalise_path(nameless),
+                Err(PathError::NamelessParameters),
+                "{nameless}"
+            );
+        }
     }
 
     #[test]
