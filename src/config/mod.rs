@@ -153,7 +153,11 @@ impl Validator<'_> {
         }
         let mut seen = HashSet::new();
         for r in &routes {
-            if !seen.insert((r.host.clone().map(|h| format!("{h:?}")), r.path.clone())) {
+            let path = match server.path_case {
+                crate::routes::PathCase::Insensitive => r.path.to_ascii_lowercase(),
+                crate::routes::PathCase::Sensitive => r.path.clone(),
+            };
+            if !seen.insert((r.host.clone().map(|h| format!("{h:?}")), path)) {
                 return self.err(
                     0..0,
                     format!("route[{}].path", r.index),
@@ -361,6 +365,10 @@ impl Validator<'_> {
         let _ = span;
         Ok(ServerConfig {
             max_header_bytes,
+            path_case: match raw.case_insensitive_paths.map(|b| b.into_inner()) {
+                Some(true) => crate::routes::PathCase::Insensitive,
+                _ => crate::routes::PathCase::Sensitive,
+            },
             listen,
             tls,
             public_url,

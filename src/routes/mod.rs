@@ -27,10 +27,21 @@ pub struct RouteTable {
     routes: Vec<RouteConfig>,
     /// `positions[route.index]` is where that route sits in `routes`, for lookups by config index.
     positions: Vec<usize>,
+    case: PathCase,
+}
+
+/// How the upstreams compare paths. IIS and ASP.NET read `/ADMIN` as `/admin`: behind them, a
+/// case-sensitive match would send `/ADMIN` to a public `/` route while the app serves its `/admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathCase {
+    #[default]
+    Sensitive,
+    /// ASCII letters compared without case (percent-escapes are upper-cased by normalisation already).
+    Insensitive,
 }
 
 impl RouteTable {
-    pub fn new(mut routes: Vec<RouteConfig>) -> Self {
+    pub fn new(mut routes: Vec<RouteConfig>, case: PathCase) -> Self {
         routes.sort_by(|a, b| {
             b.host
                 .is_some()
@@ -42,7 +53,11 @@ impl RouteTable {
         for (position, route) in routes.iter().enumerate() {
             positions[route.index] = position;
         }
-        RouteTable { routes, positions }
+        RouteTable {
+            routes,
+            positions,
+            case,
+        }
     }
 
     /// The route with this configuration index (`RouteConfig::index`).
@@ -53,7 +68,8 @@ impl RouteTable {
     /// `host` lower-case without port; `path` in its matching form.
     pub fn find(&self, host: &str, path: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| {
-            r.host.as_ref().is_none_or(|h| h.matches(host)) && prefix_matches(&r.path, path)
+            r.host.as_ref().is_none_or(|h| h.matches(host))
+                && prefix_matches(&r.path, path, self.case)
         })
     }
 
@@ -72,14 +88,18 @@ fn host_specificity(route: &RouteConfig) -> usize {
 }
 
 /// `/app` matches `/app`, `/app/` and `/app/x`, never `/application`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+fn prefix_matches(prefix: &str, path: &str, case: PathCase) -> bool {
     if prefix == "/" {
         return true;
     }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    let same = match case {
+        PathCase::Sensitive => head == prefix,
+        PathCase::Insensitive => head.eq_ignore_ascii_case(prefix),
+    };
+    same && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
 
 #[cfg(test)]
@@ -107,11 +127,14 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_on_segment_boundaries() {
-        let t = RouteTable::new(vec![
-            route(0, None, "/"),
-            route(1, None, "/app"),
-            route(2, None, "/app/admin/"),
-        ]);
+        let t = RouteTable::new(
+            vec![
+                route(0, None, "/"),
+                route(1, None, "/app"),
+                route(2, None, "/app/admin/"),
+            ],
+            PathCase::Sensitive,
+        );
         assert_eq!(t.find("x", "/").unwrap().index, 0);
         assert_eq!(t.find("x", "/app").unwrap().index, 1);
         assert_eq!(t.find("x", "/app/").unwrap().index, 1);
@@ -124,12 +147,28 @@ mod tests {
     }
 
     #[test]
+    fn case_insensitive_upstreams_get_case_insensitive_matching() {
+        let routes = || vec![route(0, None, "/"), route(1, None, "/Admin")];
+        let sensitive = RouteTable::new(routes(), PathCase::Sensitive);
+        assert_eq!(sensitive.find("x", "/ADMIN/users").unwrap().index, 0);
+        let insensitive = RouteTable::new(routes(), PathCase::Insensitive);
+        for path in ["/admin", "/ADMIN/users", "/aDmIn/", "/Admin"] {
+            assert_eq!(insensitive.find("x", path).unwrap().index, 1, "{path}");
+        }
+        assert_eq!(insensitive.find("x", "/ADMINISTRATION").unwrap().index, 0);
+        assert_eq!(insensitive.find("x", "/adm").unwrap().index, 0);
+    }
+
+    #[test]
     fn host_rules_take_precedence() {
-        let t = RouteTable::new(vec![
-            route(0, None, "/"),
-            route(1, Some("*.example.gouv.fr"), "/"),
-            route(2, Some("app.example.gouv.fr"), "/"),
-        ]);
+        let t = RouteTable::new(
+            vec![
+                route(0, None, "/"),
+                route(1, Some("*.example.gouv.fr"), "/"),
+                route(2, Some("app.example.gouv.fr"), "/"),
+            ],
+            PathCase::Sensitive,
+        );
         assert_eq!(t.find("app.example.gouv.fr", "/x").unwrap().index, 2);
         assert_eq!(t.find("autre.example.gouv.fr", "/x").unwrap().index, 1);
         assert_eq!(t.find("example.gouv.fr", "/x").unwrap().index, 0);

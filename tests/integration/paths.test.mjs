@@ -596,3 +596,50 @@ scopes = ["email", "profile"]
     assert.ok(!/panicked|panic/i.test(passerelle.logs()), `a panic in Passerelle's output:\n${passerelle.logs().split('\n').filter((l) => /panic/i.test(l)).slice(0, 5).join('\n')}`);
   });
 });
+
+test('paths: case_insensitive_paths = true (IIS, ASP.NET upstreams): every spelling of a protected prefix is protected', TEST_TIMEOUT, async (t) => {
+  const { port, adminPort, base, redirectUris, postLogoutRedirectUris } = await addresses();
+  const op = await stopAfter(t, startProvider({ redirectUris, postLogoutRedirectUris }));
+  const upstream = await stopAfter(t, startUpstream());
+  const toml = configToml({
+    writtenBy: 'tests/integration/paths.test.mjs',
+    port,
+    adminPort,
+    extraServer: 'case_insensitive_paths = true',
+    providers: providerToml('op', 'oidc', op, { auth_method: 'client_secret_basic', scopes: ['openid', 'email', 'profile'] }),
+    routes: [`[[route]]
+path = "/"
+upstream = ${q(upstream.url)}
+auth = "public"
+`, `[[route]]
+path = "/Admin"
+upstream = ${q(upstream.url)}
+providers = ["op"]
+scopes = ["email"]
+[route.headers]
+"X-Auth-Sub" = "sub"
+`],
+  });
+  await launchPasserelle(t, toml, { adminPort, logName: outputName(t, { max: 110 }) });
+  // What an IIS application reads as /admin, however it is spelt; `%41` is an unreserved escape, decoded to `A`.
+  const spellings = ['/admin', '/ADMIN', '/Admin/users', '/aDmIn/secret', '/public/../ADMIN/x', '/%41DMIN/x', '/admin;x=1/y'];
+  const person = createPerson();
+  for (const path of spellings) {
+    const res = await person.api(`${base}${path}`);
+    assert.equal(res.status, 401, `${path} without a session: ${res.status}`);
+  }
+  assert.deepEqual(upstream.requests.map((r) => r.url), [], 'nothing reached the upstream without a session');
+  // Other paths stay public, and the prefix still ends on a segment boundary.
+  for (const path of ['/ADMINISTRATION', '/adm', '/']) {
+    const res = await person.api(`${base}${path}`);
+    assert.equal(res.status, 200, `${path} is public: ${res.status}`);
+    assert.deepEqual(identityLines(upstream.last().rawHeaders), [], `${path}: no identity on a public route`);
+  }
+  const login = await person.login(`${base}/admin/start`, 'alice');
+  assert.equal(login.status, 200, `login: ${login.status}`);
+  for (const path of spellings) {
+    const res = await person.api(`${base}${path}`);
+    assert.equal(res.status, 200, `${path} with a session: ${res.status}`);
+    assert.deepEqual(headerValues(upstream.last().rawHeaders, 'X-Auth-Sub'), [alice.sub], `${path}: the identity is forwarded`);
+  }
+});
