@@ -143,7 +143,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         .iter()
         .flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str().to_string()));
     let gateway = Gateway {
-        routes: RouteTable::new(config.routes.clone(), config.server.path_case),
+        routes: RouteTable::new(config.routes.clone(), config.server.path_reading),
         providers,
         sessions: SessionManager::new(config.session.clone()),
         identity_filter: IdentityHeaderFilter::new(

@@ -153,9 +153,9 @@ impl Validator<'_> {
         }
         let mut seen = HashSet::new();
         for r in &routes {
-            let path = match server.path_case {
-                crate::routes::PathCase::Insensitive => r.path.to_ascii_lowercase(),
-                crate::routes::PathCase::Sensitive => r.path.clone(),
+            let path = match server.path_reading {
+                crate::routes::PathReading::Windows => r.path.to_ascii_lowercase(),
+                crate::routes::PathReading::Exact => r.path.clone(),
             };
             if !seen.insert((r.host.clone().map(|h| format!("{h:?}")), path)) {
                 return self.err(
@@ -365,9 +365,9 @@ impl Validator<'_> {
         let _ = span;
         Ok(ServerConfig {
             max_header_bytes,
-            path_case: match raw.case_insensitive_paths.map(|b| b.into_inner()) {
-                Some(true) => crate::routes::PathCase::Insensitive,
-                _ => crate::routes::PathCase::Sensitive,
+            path_reading: match raw.windows_paths.map(|b| b.into_inner()) {
+                Some(true) => crate::routes::PathReading::Windows,
+                _ => crate::routes::PathReading::Exact,
             },
             listen,
             tls,

@@ -42,7 +42,7 @@ pub struct RawServer {
     pub log_format: Option<S<String>>,
     pub upstream_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<usize>>,
-    pub case_insensitive_paths: Option<S<bool>>,
+    pub windows_paths: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

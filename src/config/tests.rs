@@ -295,13 +295,13 @@ fn max_header_bytes_is_bounded() {
 }
 
 #[test]
-fn case_insensitive_paths_make_case_variants_duplicates() {
+fn windows_paths_make_case_variants_duplicates() {
     let two = format!(
         "{BASE}\n[[route]]\npath = \"/ADMIN\"\nupstream = \"http://127.0.0.1:9001\"\n[[route]]\npath = \"/admin\"\nupstream = \"http://127.0.0.1:9002\"\n"
     );
     let c = parse(&two, "test.toml").unwrap();
-    assert_eq!(c.server.path_case, crate::routes::PathCase::Sensitive);
-    let folded = format!("[server]\ncase_insensitive_paths = true\n{two}");
+    assert_eq!(c.server.path_reading, crate::routes::PathReading::Exact);
+    let folded = format!("[server]\nwindows_paths = true\n{two}");
     let e = err(&folded);
     assert!(e.contains("another route already has"), "{e}");
 }

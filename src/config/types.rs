@@ -43,8 +43,8 @@ pub struct ServerConfig {
     pub upstream_timeout: Duration,
     /// Request line plus headers, in bytes; larger requests get 431 before anything else reads them.
     pub max_header_bytes: usize,
-    /// Route prefixes compared without case, for upstreams that do (IIS, ASP.NET).
-    pub path_case: crate::routes::PathCase,
+    /// How the upstreams read paths: exactly, or the Windows way (IIS, ASP.NET).
+    pub path_reading: crate::routes::PathReading,
 }
 
 impl ServerConfig {

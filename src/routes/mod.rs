@@ -27,21 +27,38 @@ pub struct RouteTable {
     routes: Vec<RouteConfig>,
     /// `positions[route.index]` is where that route sits in `routes`, for lookups by config index.
     positions: Vec<usize>,
-    case: PathCase,
+    reading: PathReading,
 }
 
-/// How the upstreams compare paths. IIS and ASP.NET read `/ADMIN` as `/admin`: behind them, a
-/// case-sensitive match would send `/ADMIN` to a public `/` route while the app serves its `/admin`.
+/// How the upstreams read a path. IIS and ASP.NET read `/ADMIN`, `/admin.` and `/admin%20` as
+/// `/admin`: behind them, an exact match would send those to a public `/` route while the app serves
+/// its `/admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PathCase {
+pub enum PathReading {
+    /// Byte for byte (servlet containers, PHP, most Linux servers).
     #[default]
-    Sensitive,
-    /// ASCII letters compared without case (percent-escapes are upper-cased by normalisation already).
-    Insensitive,
+    Exact,
+    /// The Windows way: route prefixes compared without case, and segments Windows would read as another
+    /// name (trailing dot or space, `::$DATA` streams, `~1` short names) match no route at all.
+    Windows,
+}
+
+/// Spellings Windows resolves to another name: `admin.`, `admin%20`, `admin::$DATA`, `ADMINI~1`.
+fn windows_ambiguous(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        segment.ends_with('.')
+            || segment.ends_with("%20")
+            || segment.contains(':')
+            || segment.contains("%3A")
+            || segment
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0] == b'~' && w[1].is_ascii_digit())
+    })
 }
 
 impl RouteTable {
-    pub fn new(mut routes: Vec<RouteConfig>, case: PathCase) -> Self {
+    pub fn new(mut routes: Vec<RouteConfig>, reading: PathReading) -> Self {
         routes.sort_by(|a, b| {
             b.host
                 .is_some()
@@ -56,7 +73,7 @@ impl RouteTable {
         RouteTable {
             routes,
             positions,
-            case,
+            reading,
         }
     }
 
@@ -65,11 +82,15 @@ impl RouteTable {
         self.positions.get(index).and_then(|p| self.routes.get(*p))
     }
 
-    /// `host` lower-case without port; `path` in its matching form.
+    /// `host` lower-case without port; `path` in its matching form. `None` also for a path the
+    /// upstreams would read as another one.
     pub fn find(&self, host: &str, path: &str) -> Option<&RouteConfig> {
+        if self.reading == PathReading::Windows && windows_ambiguous(path) {
+            return None;
+        }
         self.routes.iter().find(|r| {
             r.host.as_ref().is_none_or(|h| h.matches(host))
-                && prefix_matches(&r.path, path, self.case)
+                && prefix_matches(&r.path, path, self.reading)
         })
     }
 
@@ -88,16 +109,16 @@ fn host_specificity(route: &RouteConfig) -> usize {
 }
 
 /// `/app` matches `/app`, `/app/` and `/app/x`, never `/application`.
-fn prefix_matches(prefix: &str, path: &str, case: PathCase) -> bool {
+fn prefix_matches(prefix: &str, path: &str, reading: PathReading) -> bool {
     if prefix == "/" {
         return true;
     }
     let Some(head) = path.get(..prefix.len()) else {
         return false;
     };
-    let same = match case {
-        PathCase::Sensitive => head == prefix,
-        PathCase::Insensitive => head.eq_ignore_ascii_case(prefix),
+    let same = match reading {
+        PathReading::Exact => head == prefix,
+        PathReading::Windows => head.eq_ignore_ascii_case(prefix),
     };
     same && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
@@ -133,7 +154,7 @@ mod tests {
                 route(1, None, "/app"),
                 route(2, None, "/app/admin/"),
             ],
-            PathCase::Sensitive,
+            PathReading::Exact,
         );
         assert_eq!(t.find("x", "/").unwrap().index, 0);
         assert_eq!(t.find("x", "/app").unwrap().index, 1);
@@ -147,16 +168,27 @@ mod tests {
     }
 
     #[test]
-    fn case_insensitive_upstreams_get_case_insensitive_matching() {
+    fn windows_upstreams_get_windows_matching() {
         let routes = || vec![route(0, None, "/"), route(1, None, "/Admin")];
-        let sensitive = RouteTable::new(routes(), PathCase::Sensitive);
-        assert_eq!(sensitive.find("x", "/ADMIN/users").unwrap().index, 0);
-        let insensitive = RouteTable::new(routes(), PathCase::Insensitive);
+        let exact = RouteTable::new(routes(), PathReading::Exact);
+        assert_eq!(exact.find("x", "/ADMIN/users").unwrap().index, 0);
+        assert_eq!(exact.find("x", "/admin./users").unwrap().index, 0);
+        let windows = RouteTable::new(routes(), PathReading::Windows);
         for path in ["/admin", "/ADMIN/users", "/aDmIn/", "/Admin"] {
-            assert_eq!(insensitive.find("x", path).unwrap().index, 1, "{path}");
+            assert_eq!(windows.find("x", path).unwrap().index, 1, "{path}");
         }
-        assert_eq!(insensitive.find("x", "/ADMINISTRATION").unwrap().index, 0);
-        assert_eq!(insensitive.find("x", "/adm").unwrap().index, 0);
+        assert_eq!(windows.find("x", "/ADMINISTRATION").unwrap().index, 0);
+        assert_eq!(windows.find("x", "/adm").unwrap().index, 0);
+        assert_eq!(windows.find("x", "/file.txt").unwrap().index, 0);
+        for ambiguous in [
+            "/admin./users",
+            "/admin%20/users",
+            "/admin::$DATA",
+            "/ADMINI~1/users",
+            "/x/y.",
+        ] {
+            assert!(windows.find("x", ambiguous).is_none(), "{ambiguous}");
+        }
     }
 
     #[test]
@@ -167,7 +199,7 @@ mod tests {
                 route(1, Some("*.example.gouv.fr"), "/"),
                 route(2, Some("app.example.gouv.fr"), "/"),
             ],
-            PathCase::Sensitive,
+            PathReading::Exact,
         );
         assert_eq!(t.find("app.example.gouv.fr", "/x").unwrap().index, 2);
         assert_eq!(t.find("autre.example.gouv.fr", "/x").unwrap().index, 1);

@@ -597,7 +597,7 @@ scopes = ["email", "profile"]
   });
 });
 
-test('paths: case_insensitive_paths = true (IIS, ASP.NET upstreams): every spelling of a protected prefix is protected', TEST_TIMEOUT, async (t) => {
+test('paths: windows_paths = true (IIS, ASP.NET upstreams): every spelling of a protected prefix is protected, Windows-only spellings route nowhere', TEST_TIMEOUT, async (t) => {
   const { port, adminPort, base, redirectUris, postLogoutRedirectUris } = await addresses();
   const op = await stopAfter(t, startProvider({ redirectUris, postLogoutRedirectUris }));
   const upstream = await stopAfter(t, startUpstream());
@@ -605,7 +605,7 @@ test('paths: case_insensitive_paths = true (IIS, ASP.NET upstreams): every spell
     writtenBy: 'tests/integration/paths.test.mjs',
     port,
     adminPort,
-    extraServer: 'case_insensitive_paths = true',
+    extraServer: 'windows_paths = true',
     providers: providerToml('op', 'oidc', op, { auth_method: 'client_secret_basic', scopes: ['openid', 'email', 'profile'] }),
     routes: [`[[route]]
 path = "/"
@@ -629,6 +629,13 @@ scopes = ["email"]
     assert.equal(res.status, 401, `${path} without a session: ${res.status}`);
   }
   assert.deepEqual(upstream.requests.map((r) => r.url), [], 'nothing reached the upstream without a session');
+  // Names Windows resolves to another one (trailing dot or space, alternate data stream, 8.3 short name) match no
+  // route at all: a 404 page, nothing forwarded, whatever route their spelling would otherwise fall to.
+  for (const path of ['/admin./x', '/ADMIN%20/x', '/admin::$DATA', '/ADMINI~1/x', '/public.', '/docs/report.pdf.']) {
+    const res = await person.api(`${base}${path}`);
+    assert.equal(res.status, 404, `${path}: ${res.status}`);
+  }
+  assert.deepEqual(upstream.requests.map((r) => r.url), [], 'nothing reached the upstream for Windows-ambiguous spellings');
   // Other paths stay public, and the prefix still ends on a segment boundary.
   for (const path of ['/ADMINISTRATION', '/adm', '/']) {
     const res = await person.api(`${base}${path}`);
