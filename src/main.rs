@@ -36,7 +36,7 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
-        /// Also fetch each provider's discovery document and check its issuer.
+        /// Also fetch each provider's discovery document and check its issuer, and resolve every upstream.
         #[arg(long)]
         online: bool,
     },
@@ -78,6 +78,10 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
     };
     if online {
         passerelle::logging::init(config.server.log_format);
+        if let Err(e) = passerelle::upstream::resolve_all(&config.routes) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
         if let Err(e) = passerelle::server::preflight(&config) {
             eprintln!("error: {e}");
             return ExitCode::from(1);

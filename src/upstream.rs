@@ -108,6 +108,17 @@ impl Upstream {
     }
 }
 
+/// Resolves every upstream of every route, as `run` will: what `check --online` verifies, so that a name
+/// that does not resolve is found before the deployment rather than at its start.
+pub fn resolve_all(routes: &[RouteConfig]) -> Result<(), ResolveError> {
+    for route in routes {
+        for target in &route.upstreams {
+            resolve(route.index, target)?;
+        }
+    }
+    Ok(())
+}
+
 fn resolve(route: usize, target: &UpstreamTarget) -> Result<SocketAddr, ResolveError> {
     let address = target.address();
     let err = |reason: String| ResolveError {

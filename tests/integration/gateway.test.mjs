@@ -577,6 +577,17 @@ test('(g7) CLI: check names file, line and key (unknown key, unreleased claim, u
     assert.doesNotMatch(r.stdout, /\bOK\b/, `${what}: no OK printed`);
   }
 
+  // An upstream name that does not resolve (RFC 6761 `.invalid`): offline, check has no DNS to ask and passes;
+  // `check --online` resolves every upstream as `run` will, and fails naming the route and the name.
+  const unresolvable = base.replace(/upstream = "http:\/\/127\.0\.0\.1:(\d+)"/, 'upstream = "http://upstream.invalid:$1"');
+  assert.notEqual(unresolvable, base, 'the base config has an upstream to replace');
+  await writeFile(path.join(dir, 'dns.toml'), unresolvable);
+  const offline = await runPasserelle(['check', '--config', 'dns.toml'], { cwd: dir });
+  assert.equal(offline.code, 0, `offline check does not resolve names: ${offline.stdout}${offline.stderr}`);
+  const online = await runPasserelle(['check', '--online', '--config', 'dns.toml'], { cwd: dir });
+  assert.notEqual(online.code, 0, `check --online must fail on an unresolvable upstream: ${online.stdout}${online.stderr}`);
+  assert.match(online.stderr, /route\[0\]\.upstream: cannot resolve `upstream\.invalid:\d+`/, online.stderr);
+
   const example = await runPasserelle(['check', '--config', path.join(REPO_ROOT, 'config.example.toml')], { cwd: dir });
   assert.equal(example.code, 0, `config.example.toml checks: ${example.stdout}${example.stderr}`);
 
