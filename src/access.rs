@@ -124,6 +124,7 @@ mod tests {
             }),
             require: rules,
             hints: Default::default(),
+            cors_allow_preflight: false,
         }
     }
 

@@ -142,6 +142,7 @@ pub struct RawRoute {
     pub idp_hint: Option<S<String>>,
     pub login_hint: Option<S<String>>,
     pub siret_hint: Option<S<String>>,
+    pub cors_allow_preflight: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -182,6 +182,10 @@ impl Validator<'_> {
             acr,
             require,
             hints,
+            cors_allow_preflight: raw
+                .cors_allow_preflight
+                .as_ref()
+                .is_some_and(|b| *b.get_ref()),
         })
     }
 

@@ -359,4 +359,7 @@ pub struct RouteConfig {
     pub acr: Option<AcrPolicy>,
     pub require: AccessRules,
     pub hints: AuthorizeHints,
+    /// Forward CORS preflights without a session: browsers never send cookies on them, so a protected
+    /// API called from another origin could not be reached otherwise. They carry no identity.
+    pub cors_allow_preflight: bool,
 }

@@ -234,7 +234,9 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.index);
         ctx.forward_path = Some(info.return_to());
-        if route.auth == AuthMode::Public {
+        if route.auth == AuthMode::Public
+            || (route.cors_allow_preflight && is_cors_preflight(session.req_header()))
+        {
             return Ok(false);
         }
         let spec = self.cookie_spec(info.secure);
@@ -533,4 +535,14 @@ impl Gateway {
             let _ = upstream.insert_header("Cookie", kept.join("; "));
         }
     }
+}
+
+/// A CORS preflight: OPTIONS with `Origin` and `Access-Control-Request-Method`. A bare OPTIONS is not
+/// one, so `cors_allow_preflight` cannot be used to reach an application's OPTIONS handler anonymously.
+fn is_cors_preflight(req: &RequestHeader) -> bool {
+    req.method == http::Method::OPTIONS
+        && req.headers.contains_key(http::header::ORIGIN)
+        && req
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }

@@ -143,6 +143,7 @@ mod tests {
             acr: None,
             require: Default::default(),
             hints: Default::default(),
+            cors_allow_preflight: false,
         }
     }
 

@@ -258,6 +258,46 @@ test('(c2) spoofed identity headers on CORS preflights and on Passerelle\'s own 
   assert.equal(res.headers['x-auth-sub'], undefined);
 });
 
+// (c3) -----------------------------------------------------------------------------------------------------------
+test('(c3) cors_allow_preflight: a CORS preflight to a protected API is forwarded without a session and without identity; nothing else is', async (t) => {
+  const s = await startStack(t, {
+    config: {
+      extraRoutes: (upstream) => `
+[[route]]
+path = "/api"
+upstream = ${JSON.stringify(upstream)}
+providers = ["op"]
+scopes = ["email"]
+cors_allow_preflight = true
+[route.headers]
+"X-Auth-Sub" = "sub"
+`,
+    },
+  });
+  const preflight = [['Origin', 'https://front.example.gouv.fr'], ['Access-Control-Request-Method', 'POST'], ...SPOOFED];
+  let res = await s.person.request(`${s.base}/api/dossiers`, { method: 'OPTIONS', headers: preflight, cookies: false });
+  assert.equal(res.status, 200, `a preflight on /api: ${res.status} ${res.body.slice(0, 300)}`);
+  const up = s.upstream.last();
+  assert.equal(`${up.method} ${up.url}`, 'OPTIONS /api/dossiers');
+  assert.deepEqual(identityLines(up.rawHeaders), [], 'a forwarded preflight carries no identity, spoofed or not');
+
+  // Not a preflight (no Origin, or no Access-Control-Request-Method, or another method): authentication as usual.
+  const before = s.upstream.requests.length;
+  for (const [what, method, headers] of [
+    ['a bare OPTIONS', 'OPTIONS', SPOOFED],
+    ['OPTIONS without Access-Control-Request-Method', 'OPTIONS', [['Origin', 'https://front.example.gouv.fr']]],
+    ['a GET with preflight headers', 'GET', preflight],
+    ['a POST with preflight headers', 'POST', preflight],
+  ]) {
+    res = await s.person.request(`${s.base}/api/dossiers`, { method, headers: [['Accept', 'application/json'], ...headers], cookies: false });
+    assertUnauthorized(res, what);
+  }
+  // A route without the option keeps preflights behind authentication.
+  res = await s.person.request(`${s.base}/app/x`, { method: 'OPTIONS', headers: preflight, cookies: false });
+  assertUnauthorized(res, 'a preflight on a route without cors_allow_preflight');
+  assert.equal(s.upstream.requests.length, before, 'nothing else reached the upstream');
+});
+
 // (d) ------------------------------------------------------------------------------------------------------------
 test('(d) tampered session cookie → navigation 302 to login, API 401, never 5xx', async (t) => {
   const s = await startStack(t);

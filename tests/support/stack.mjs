@@ -89,6 +89,7 @@ export function passerelleToml({
     'X-Auth-Family-Name': 'family_name',
   },
   extraServer = '',
+  extraRoutes = () => '', // (upstream URL) => more [[route]] TOML
 }) {
   return configToml({
     writtenBy: 'tests/support/stack.mjs',
@@ -110,7 +111,7 @@ ${Object.entries(headers).map(([h, c]) => `${q(h)} = ${q(c)}`).join('\n')}
 path = "/public"
 upstream = ${q(upstream)}
 auth = "public"
-`,
+${extraRoutes(upstream)}`,
   });
 }
 
