@@ -50,6 +50,10 @@ export async function assertFrenchErrorPage(res, logs, { exclude = [], timeoutMs
   const lower = res.body.toLowerCase();
   const french = FRENCH_WORDS.filter((w) => lower.includes(w));
   assert.ok(french.length > 0, `the error page should be in French:\n${res.body.slice(0, 800)}`);
+  // The exact id: a request_id of the logs shown on the page (ids may start with `-` or `_`, which the heuristic
+  // below would cut off).
+  const exact = await correlationIdOn(res, logs, timeoutMs);
+  if (exact && !exclude.some((e) => e.includes(exact))) return exact;
   // Candidate ids: runs of ≥ 8 id characters shown on the page that do not look like words (a digit, or a
   // lower-case letter followed by an upper-case one: true of random ids with overwhelming probability), and are
   // present in the logs.
