@@ -16,6 +16,10 @@ pub struct Metrics {
     pub sessions_invalid: AtomicU64,
     pub sessions_expired: AtomicU64,
     pub responses_5xx: AtomicU64,
+    /// Requests answered before routing, by reason: what probing and smuggling attempts look like.
+    pub refused_path: AtomicU64,
+    pub refused_too_large: AtomicU64,
+    pub refused_host: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +60,20 @@ impl Metrics {
                 "passerelle_responses_5xx_total",
                 "Responses with a 5xx status.",
                 &self.responses_5xx,
+            ),
+            format!(
+                "# HELP passerelle_requests_refused_total Requests answered before routing: ambiguous path (400), headers over server.max_header_bytes (431), Host missing or repeated (400).\n# TYPE passerelle_requests_refused_total counter\n{}",
+                [
+                    ("path", &self.refused_path),
+                    ("headers_too_large", &self.refused_too_large),
+                    ("host", &self.refused_host),
+                ]
+                .iter()
+                .map(|(reason, v)| format!(
+                    "passerelle_requests_refused_total{{reason=\"{reason}\"}} {}\n",
+                    v.load(Ordering::Relaxed)
+                ))
+                .collect::<String>()
             ),
         ]
         .concat()

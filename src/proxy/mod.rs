@@ -182,6 +182,12 @@ impl ProxyHttp for Gateway {
             Ok(info) => info,
             Err(e) => {
                 tracing::info!(request_id = %ctx.request_id, reason = %e, "request refused");
+                match e {
+                    Refused::Path(_) => &self.metrics.refused_path,
+                    Refused::HeadersTooLarge(_) => &self.metrics.refused_too_large,
+                    Refused::MissingHost | Refused::SeveralHosts => &self.metrics.refused_host,
+                }
+                .fetch_add(1, Ordering::Relaxed);
                 let page = match e {
                     Refused::Path(_) => pages::error_page(
                         "Adresse invalide",

@@ -360,6 +360,13 @@ test('abuse (B2) a huge Cookie header (100 cookies of 4 KiB named passerelle.N):
     assert.equal(api.status, 431, `API request to ${where} with the flood: ${api.status}`);
   }
   assert.equal(s.upstream.requests.length, before, 'nothing reached the upstream');
+  // Operators see them: /metrics counts requests refused before routing, by reason.
+  for (const bad of ['/public/a%00b', '/public/a%2fb']) {
+    assert.equal((await s.person.get(`${s.base}${bad}`, { follow: false })).status, 400, bad);
+  }
+  const metrics = await (await fetch(`${s.passerelle.adminUrl}/metrics`)).text();
+  assert.match(metrics, /^passerelle_requests_refused_total\{reason="headers_too_large"\} 4$/m, `four 431s counted:\n${metrics}`);
+  assert.match(metrics, /^passerelle_requests_refused_total\{reason="path"\} 2$/m, `two refused paths counted:\n${metrics}`);
 
   // A real session drowned in 99 planted chunks (passerelle.1 … passerelle.99), small enough to pass the size limit:
   // more chunks than allowed, refused; the same chunks on a public route are not forwarded.
