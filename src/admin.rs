@@ -12,7 +12,8 @@ use std::sync::Arc;
 pub struct Metrics {
     pub requests: AtomicU64,
     pub logins_ok: AtomicU64,
-    pub logins_failed: AtomicU64,
+    /// By [`crate::oidc::FAILURE_REASONS`].
+    pub logins_failed: [AtomicU64; 7],
     pub sessions_invalid: AtomicU64,
     pub sessions_expired: AtomicU64,
     pub responses_5xx: AtomicU64,
@@ -42,11 +43,6 @@ impl Metrics {
                 &self.logins_ok,
             ),
             line(
-                "passerelle_login_failures_total",
-                "Logins refused or failed.",
-                &self.logins_failed,
-            ),
-            line(
                 "passerelle_sessions_invalid_total",
                 "Session cookies refused (tampered, unknown key, malformed).",
                 &self.sessions_invalid,
@@ -61,23 +57,42 @@ impl Metrics {
                 "Responses with a 5xx status.",
                 &self.responses_5xx,
             ),
-            format!(
-                "# HELP passerelle_requests_refused_total Requests answered before routing: ambiguous path (400), headers over server.max_header_bytes (431), Host missing or repeated (400).\n# TYPE passerelle_requests_refused_total counter\n{}",
+            labelled(
+                "passerelle_login_failures_total",
+                "Logins refused or failed, by reason.",
+                crate::oidc::FAILURE_REASONS
+                    .iter()
+                    .zip(&self.logins_failed)
+                    .map(|(r, v)| (*r, v)),
+            ),
+            labelled(
+                "passerelle_requests_refused_total",
+                "Requests answered before routing: ambiguous path (400), headers over server.max_header_bytes (431), Host missing or repeated (400).",
                 [
                     ("path", &self.refused_path),
                     ("headers_too_large", &self.refused_too_large),
                     ("host", &self.refused_host),
                 ]
-                .iter()
-                .map(|(reason, v)| format!(
-                    "passerelle_requests_refused_total{{reason=\"{reason}\"}} {}\n",
-                    v.load(Ordering::Relaxed)
-                ))
-                .collect::<String>()
+                .into_iter(),
             ),
         ]
         .concat()
     }
+}
+
+fn labelled<'a>(
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'a str, &'a AtomicU64)>,
+) -> String {
+    let mut out = format!("# HELP {name} {help}\n# TYPE {name} counter\n");
+    for (reason, value) in values {
+        out.push_str(&format!(
+            "{name}{{reason=\"{reason}\"}} {}\n",
+            value.load(Ordering::Relaxed)
+        ));
+    }
+    out
 }
 
 pub struct Admin {

@@ -46,7 +46,36 @@ pub enum LoginError {
     },
 }
 
+/// The `reason` label of `passerelle_login_failures_total`: few enough values to chart, apart enough to
+/// tell an outage (`provider_unavailable`) from forged answers (`id_token`, `userinfo`, `issuer`) and from
+/// stale or replayed browsers (`state`).
+pub const FAILURE_REASONS: [&str; 7] = [
+    "provider_unavailable",
+    "provider_error",
+    "state",
+    "issuer",
+    "id_token",
+    "userinfo",
+    "acr",
+];
+
 impl LoginError {
+    /// Index into [`FAILURE_REASONS`].
+    pub fn reason_index(&self) -> usize {
+        match self {
+            LoginError::Discovery(_)
+            | LoginError::IssuerMismatch { .. }
+            | LoginError::TokenExchange(_)
+            | LoginError::UserInfoUnavailable(_) => 0,
+            LoginError::ProviderError { .. } => 1,
+            LoginError::UnknownState | LoginError::CodeRejected(_) | LoginError::MissingCode => 2,
+            LoginError::IssuerParameter { .. } => 3,
+            LoginError::MissingIdToken | LoginError::IdToken(_) => 4,
+            LoginError::UserInfo(_) => 5,
+            LoginError::AcrNotSatisfied { .. } => 6,
+        }
+    }
+
     /// True when the provider or network failed rather than the person's request: answered 502.
     pub fn is_upstream_failure(&self) -> bool {
         matches!(

@@ -5,7 +5,7 @@ mod provider;
 pub mod types;
 mod userinfo;
 
-pub use error::LoginError;
+pub use error::{LoginError, FAILURE_REASONS};
 pub use provider::{
     build_http_client, claims_parameter, error_chain, AuthorizeOptions, AuthorizeRequest,
     Expectations, Provider, VerifiedLogin,

@@ -374,7 +374,7 @@ fn login_failure(
     rd: &str,
     ctx: &Ctx,
 ) -> Reply {
-    gw.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+    gw.metrics.logins_failed[e.reason_index()].fetch_add(1, Ordering::Relaxed);
     tracing::warn!(request_id = %ctx.request_id, provider = provider.map(|p| p.name()), error = %e, "login failed");
     let retry = match provider {
         Some(p) => format!(

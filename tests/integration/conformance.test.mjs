@@ -521,6 +521,18 @@ test('Basic profile: oidcc-client-test-* and more against one Passerelle (client
     assert.equal(since(w, trial, '/token').length, 1, 'one code exchange in all');
     assertNoSecretsInLogs(w.s);
   });
+
+  await t.test('/metrics: each refused login is counted under its reason', async () => {
+    const text = await (await fetch(`${w.p.adminUrl}/metrics`)).text();
+    const count = (reason) => Number((text.match(new RegExp(`^passerelle_login_failures_total\\{reason="${reason}"\\} (\\d+)$`, 'm')) || [])[1]);
+    assert.equal(count('userinfo'), 3, `the three bad userinfo answers:\n${text}`);
+    assert.equal(count('issuer'), 2, 'the RFC 9207 cases');
+    assert.equal(count('provider_error'), 1, 'access_denied');
+    assert.equal(count('acr'), 0);
+    assert.ok(count('id_token') >= ID_TOKEN_CASES.length + 1, `every bad id_token, and the missing one: ${count('id_token')}`);
+    assert.ok(count('provider_unavailable') >= 3, `500, non-JSON and the hang: ${count('provider_unavailable')}`);
+    assert.ok(count('state') >= 4, `invalid_grant, a made-up state, two replays: ${count('state')}`);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------
