@@ -412,27 +412,26 @@ impl ProxyHttp for Gateway {
         // app's partial body and framed as if it were the rest of it: close the connection instead, so
         // the client sees a truncated response rather than a complete-looking wrong one.
         let header_sent = session.response_written().is_some();
-        if code > 0 && header_sent {
-            tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed after the response started; connection closed");
-        }
-        if code > 0 && !header_sent {
-            tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed");
-            let (title, message, english) = match code {
-                400..=499 => ("Requête invalide", "La requête n'a pas pu être traitée.", "The request could not be processed."),
-                _ => ("Service indisponible", "Le service demandé ne répond pas pour le moment. Réessayez dans quelques instants.", "The service is not answering at the moment."),
-            };
-            let page = pages::error_page(
-                title,
-                message,
-                english,
-                Some(("/", "Revenir à l'accueil")),
-                &ctx.request_id,
-            );
-            if Reply::html(code, page).send(session).await.is_err() {
-                return FailToProxy {
-                    error_code: code,
-                    can_reuse_downstream: false,
+        match (code, header_sent) {
+            (0, _) => {}
+            (_, true) => {
+                tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed after the response started; connection closed");
+            }
+            (_, false) => {
+                tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed");
+                let (title, message, english) = match code {
+                    400..=499 => ("Requête invalide", "La requête n'a pas pu être traitée.", "The request could not be processed."),
+                    _ => ("Service indisponible", "Le service demandé ne répond pas pour le moment. Réessayez dans quelques instants.", "The service is not answering at the moment."),
                 };
+                let page = pages::error_page(
+                    title,
+                    message,
+                    english,
+                    Some(("/", "Revenir à l'accueil")),
+                    &ctx.request_id,
+                );
+                // The connection is not reused either way: a failed write needs no other handling.
+                let _ = Reply::html(code, page).send(session).await;
             }
         }
         FailToProxy {
