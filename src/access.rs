@@ -125,6 +125,7 @@ mod tests {
             require: rules,
             hints: Default::default(),
             cors_allow_preflight: false,
+            cache: Default::default(),
         }
     }
 

@@ -13,7 +13,7 @@ pub struct Metrics {
     pub requests: AtomicU64,
     pub logins_ok: AtomicU64,
     /// By [`crate::oidc::FAILURE_REASONS`].
-    pub logins_failed: [AtomicU64; 7],
+    pub logins_failed: [AtomicU64; 8],
     pub sessions_invalid: AtomicU64,
     pub sessions_expired: AtomicU64,
     pub responses_5xx: AtomicU64,
@@ -21,6 +21,10 @@ pub struct Metrics {
     pub refused_path: AtomicU64,
     pub refused_too_large: AtomicU64,
     pub refused_host: AtomicU64,
+    /// `Set-Cookie` headers of upstreams naming one of Passerelle's cookies, removed.
+    pub upstream_cookies_removed: AtomicU64,
+    /// Forward-auth requests refused because the original URI could not be read with certainty.
+    pub forward_auth_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -65,9 +69,19 @@ impl Metrics {
                     .zip(&self.logins_failed)
                     .map(|(r, v)| (*r, v)),
             ),
+            line(
+                "passerelle_upstream_cookies_removed_total",
+                "Set-Cookie headers of upstream responses naming one of Passerelle's cookies, removed before the browser.",
+                &self.upstream_cookies_removed,
+            ),
+            line(
+                "passerelle_forward_auth_refused_total",
+                "Forward-auth requests answered 400: untrusted peer, original URI missing, repeated, unreadable or given in another header too.",
+                &self.forward_auth_refused,
+            ),
             labelled(
                 "passerelle_requests_refused_total",
-                "Requests answered before routing: ambiguous path (400), headers over server.max_header_bytes (431), Host missing or repeated (400).",
+                "Requests answered before routing: ambiguous path (400), headers over server.max_header_bytes (431), Host missing, repeated or not a valid host (400).",
                 [
                     ("path", &self.refused_path),
                     ("headers_too_large", &self.refused_too_large),

@@ -152,6 +152,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         ),
         upstreams,
         metrics,
+        own_cookies: crate::session::cookies::OwnCookieNames::new(&config.session.cookie_name),
         config: config.clone(),
     };
     let mut proxy =

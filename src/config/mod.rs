@@ -362,8 +362,26 @@ impl Validator<'_> {
             Some(m) => *m.get_ref(),
             None => 64 * 1024,
         };
+        let forward_auth_uri_header = match &raw.forward_auth_uri_header {
+            None => ForwardAuthUriHeader::XOriginalUri,
+            Some(h) => match h.get_ref().to_ascii_lowercase().as_str() {
+                "x-original-uri" => ForwardAuthUriHeader::XOriginalUri,
+                "x-forwarded-uri" => ForwardAuthUriHeader::XForwardedUri,
+                _ => {
+                    return self.err(
+                        h.span(),
+                        "server.forward_auth_uri_header",
+                        format!(
+                            "`{}` is not one of \"X-Original-URI\" (nginx auth_request), \"X-Forwarded-Uri\" (Traefik forwardAuth)",
+                            h.get_ref()
+                        ),
+                    )
+                }
+            },
+        };
         let _ = span;
         Ok(ServerConfig {
+            forward_auth_uri_header,
             max_header_bytes,
             path_reading: match raw.windows_paths.map(|b| b.into_inner()) {
                 Some(true) => crate::routes::PathReading::Windows,

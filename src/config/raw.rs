@@ -43,6 +43,7 @@ pub struct RawServer {
     pub upstream_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<usize>>,
     pub windows_paths: Option<S<bool>>,
+    pub forward_auth_uri_header: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +144,7 @@ pub struct RawRoute {
     pub login_hint: Option<S<String>>,
     pub siret_hint: Option<S<String>>,
     pub cors_allow_preflight: Option<S<bool>>,
+    pub cache: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -168,7 +168,19 @@ impl Validator<'_> {
             &raw.siret_hint,
             &key(""),
         )?;
+        let cache = match raw.cache.as_ref().map(|c| (c, c.get_ref().as_str())) {
+            None | Some((_, "private")) => CachePolicy::Private,
+            Some((_, "upstream")) => CachePolicy::Upstream,
+            Some((c, other)) => {
+                return self.err(
+                    c.span(),
+                    key("cache"),
+                    format!("`{other}` is not one of \"private\", \"upstream\""),
+                )
+            }
+        };
         Ok(RouteConfig {
+            cache,
             index,
             host,
             path,

@@ -45,6 +45,47 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// How the upstreams read paths: exactly, or the Windows way (IIS, ASP.NET).
     pub path_reading: crate::routes::PathReading,
+    /// The one header forward-auth reads the original URI from.
+    pub forward_auth_uri_header: ForwardAuthUriHeader,
+}
+
+/// Where the front proxy puts the original request target for `/auth`. One per deployment: a client
+/// can add the other header (Traefik copies the client's headers to the auth request), so reading
+/// either would let the client choose the route decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthUriHeader {
+    /// nginx `auth_request` with `proxy_set_header X-Original-URI $request_uri`.
+    XOriginalUri,
+    /// Traefik `forwardAuth`, which sets `X-Forwarded-Uri`.
+    XForwardedUri,
+}
+
+impl ForwardAuthUriHeader {
+    /// Every header some front proxy uses for the original target: all but the configured one are
+    /// refused on `/auth`.
+    pub const ALL_NAMES: [&'static str; 4] = [
+        "x-original-uri",
+        "x-forwarded-uri",
+        "x-original-url",
+        "x-rewrite-url",
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardAuthUriHeader::XOriginalUri => "x-original-uri",
+            ForwardAuthUriHeader::XForwardedUri => "x-forwarded-uri",
+        }
+    }
+}
+
+/// Who decides how a response to an identified request may be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CachePolicy {
+    /// Passerelle: `public` becomes `private`, `Vary: Cookie`, no CDN-targeted caching headers.
+    #[default]
+    Private,
+    /// The application's caching headers pass untouched (it knows what it shares).
+    Upstream,
 }
 
 impl ServerConfig {
@@ -236,6 +277,20 @@ impl AccessRules {
             && self.roles.is_empty()
             && self.belonging_population.is_empty()
     }
+
+    /// The claims these rules read.
+    pub fn claims(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            ("siret", &self.siret),
+            ("email", &self.email_domain),
+            ("idp_id", &self.idp_id),
+            ("roles", &self.roles),
+            ("belonging_population", &self.belonging_population),
+        ]
+        .into_iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(claim, _)| claim)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,27 +344,21 @@ pub enum HostPattern {
 
 impl HostPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let lower = text.trim().to_ascii_lowercase();
-        let (wild, name) = match lower.strip_prefix("*.") {
-            Some(rest) => (true, rest.to_string()),
-            None => (false, lower.clone()),
+        let text = text.trim();
+        let (wild, name) = match text.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, text),
         };
-        let valid = !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            });
-        if !valid {
-            return Err(format!(
-                "`{text}` is not a host name (expected e.g. \"app.example.gouv.fr\" or \"*.example.gouv.fr\")"
-            ));
-        }
+        // The same normalisation as requests' hosts (case, trailing dot, IDNA), so `bücher.example`
+        // in the file matches `xn--bcher-kva.example` on the wire.
+        let name = crate::routes::normalise_host_name(name)
+            .ok()
+            .filter(|n| !n.starts_with('[') && n.split('.').all(|l| !l.starts_with('-') && !l.ends_with('-')))
+            .ok_or_else(|| {
+                format!(
+                    "`{text}` is not a host name (expected e.g. \"app.example.gouv.fr\" or \"*.example.gouv.fr\")"
+                )
+            })?;
         Ok(if wild {
             HostPattern::Subdomains(format!(".{name}"))
         } else {
@@ -362,4 +411,5 @@ pub struct RouteConfig {
     /// Forward CORS preflights without a session: browsers never send cookies on them, so a protected
     /// API called from another origin could not be reached otherwise. They carry no identity.
     pub cors_allow_preflight: bool,
+    pub cache: CachePolicy,
 }

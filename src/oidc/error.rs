@@ -44,12 +44,17 @@ pub enum LoginError {
         wanted: Vec<String>,
         got: Option<String>,
     },
+    /// Even without the claims no route uses, the identity does not fit in the cookies a browser keeps.
+    #[error(
+        "the session does not fit in cookies ({0} bytes) even without the claims no route uses"
+    )]
+    SessionTooLarge(usize),
 }
 
 /// The `reason` label of `passerelle_login_failures_total`: few enough values to chart, apart enough to
 /// tell an outage (`provider_unavailable`) from forged answers (`id_token`, `userinfo`, `issuer`) and from
 /// stale or replayed browsers (`state`).
-pub const FAILURE_REASONS: [&str; 7] = [
+pub const FAILURE_REASONS: [&str; 8] = [
     "provider_unavailable",
     "provider_error",
     "state",
@@ -57,6 +62,7 @@ pub const FAILURE_REASONS: [&str; 7] = [
     "id_token",
     "userinfo",
     "acr",
+    "session_too_large",
 ];
 
 impl LoginError {
@@ -73,6 +79,7 @@ impl LoginError {
             LoginError::MissingIdToken | LoginError::IdToken(_) => 4,
             LoginError::UserInfo(_) => 5,
             LoginError::AcrNotSatisfied { .. } => 6,
+            LoginError::SessionTooLarge(_) => 7,
         }
     }
 

@@ -3,20 +3,27 @@
 use super::{Ctx, Gateway, Reply, RequestInfo};
 use crate::config::RouteConfig;
 use crate::config::{ProviderKind, SiteData};
-use crate::identity::{normalise, render_headers};
+use crate::identity::normalise;
 use crate::oidc::{AuthorizeOptions, Expectations, LoginError, Provider};
 use crate::pages::{self, ButtonStyle, ProviderChoice};
 use crate::redirect::validate_return_to;
-use crate::session::cookies::MAX_FLOWS;
+use crate::session::cookies::{self, MAX_FLOWS, MAX_SET_COOKIE};
 use crate::session::{
     now, now_us, CookieSpec, IdTokenHint, LoginFlow, LogoutFlow, Purpose, Session, SessionState,
 };
+use pingora::http::RequestHeader;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-pub async fn handle(gw: &Gateway, info: &RequestInfo, rest: &str, ctx: &mut Ctx) -> Reply {
+pub async fn handle(
+    gw: &Gateway,
+    info: &RequestInfo,
+    req: &RequestHeader,
+    rest: &str,
+    ctx: &mut Ctx,
+) -> Reply {
     match rest {
         "/login" => login(gw, info, ctx).await,
         "/callback" => callback(gw, info, ctx)
@@ -25,7 +32,7 @@ pub async fn handle(gw: &Gateway, info: &RequestInfo, rest: &str, ctx: &mut Ctx)
         "/logout" => logout(gw, info, ctx).await,
         "/logged-out" => logged_out(gw, info),
         "/userinfo" => userinfo(gw, info),
-        "/auth" => forward_auth(gw, info),
+        "/auth" => super::forward_auth::forward_auth(gw, info, req),
         _ => Reply::html(
             404,
             pages::error_page(
@@ -98,7 +105,7 @@ fn route_for<'a>(
 ) -> Option<&'a crate::config::RouteConfig> {
     let path = rd.split(['?', '#']).next().unwrap_or("/");
     let normalised = crate::routes::normalise_path(path).ok()?;
-    gw.routes.find(&info.host, &normalised.matching)
+    gw.routes.find(info.host(), &normalised.matching)
 }
 
 async fn login(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
@@ -189,7 +196,7 @@ pub async fn start_login(
         Ok(r) => r,
         Err(e) => return login_failure(gw, e, Some(provider), &rd, ctx),
     };
-    let flow = LoginFlow {
+    let mut flow = LoginFlow {
         state: request.state.clone(),
         nonce: request.nonce,
         pkce_verifier: request.pkce_verifier,
@@ -200,12 +207,30 @@ pub async fn start_login(
         created_us: now_us(),
     };
     let spec = gw.flow_cookie_spec(info.secure);
+    let name = flow_cookie_name(gw, &spec, &request.state);
+    let flow_cookie = |flow: &LoginFlow| {
+        spec.set(
+            &name,
+            &gw.sessions.seal(Purpose::LoginFlow, flow),
+            Some(gw.config.session.login_timeout),
+        )
+    };
+    let mut cookie = flow_cookie(&flow);
+    // A browser drops a cookie over 4 KiB, and the callback would then find no login: a very long
+    // return URL loses its query, then itself, rather than the whole login.
+    for shorter in [
+        flow.return_to.split('?').next().unwrap_or("/").to_string(),
+        "/".to_string(),
+    ] {
+        if cookie.len() <= MAX_SET_COOKIE {
+            break;
+        }
+        tracing::info!(request_id = %ctx.request_id, "return URL too long for the login cookie: shortened");
+        flow.return_to = shorter;
+        cookie = flow_cookie(&flow);
+    }
     let mut cookies = evict_old_flows(gw, info, &spec);
-    cookies.push(spec.set(
-        &flow_cookie_name(gw, &spec, &request.state),
-        &gw.sessions.seal(Purpose::LoginFlow, &flow),
-        Some(gw.config.session.login_timeout),
-    ));
+    cookies.push(cookie);
     tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, "login started");
     Reply::redirect(&request.url).cookies(cookies)
 }
@@ -269,21 +294,20 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
     };
     let result = finish_login(gw, info, &provider, &flow).await;
     match result {
-        Ok((session, id_token)) => {
+        Ok((mut session, id_token)) => {
+            let session_spec = gw.cookie_spec(info.secure);
+            let issued = match issue_fitting(gw, &mut session, &session_spec, info, ctx) {
+                Ok(issued) => issued,
+                Err(e) => {
+                    return login_failure(gw, e, Some(&provider), &flow.return_to, ctx)
+                        .cookies([consume])
+                }
+            };
             gw.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
             tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, session = %session.id, sub = %session.sub(), "login succeeded");
-            let session_spec = gw.cookie_spec(info.secure);
             let mut cookies = vec![consume];
-            cookies.extend(gw.sessions.issue(&session, &session_spec, &info.cookies));
-            let hint = IdTokenHint {
-                session: session.id.clone(),
-                id_token,
-            };
-            cookies.push(hint_cookie_spec(gw, info).set(
-                &hint_cookie_name(gw),
-                &gw.sessions.seal(Purpose::IdTokenHint, &hint),
-                Some(gw.config.session.max_lifetime),
-            ));
+            cookies.extend(issued);
+            cookies.extend(hint_cookies(gw, info, &session, id_token, ctx));
             Reply::redirect(&flow.return_to).cookies(cookies)
         }
         Err(e) => login_failure(gw, e, Some(&provider), &flow.return_to, ctx).cookies([consume]),
@@ -353,13 +377,96 @@ fn hint_cookie_name(gw: &Gateway) -> String {
 
 /// The id_token of `session`, if the hint cookie belongs to it.
 fn id_token_hint(gw: &Gateway, info: &RequestInfo, session: &Session) -> Option<String> {
-    let name = hint_cookie_name(gw);
-    info.cookies
-        .iter()
-        .filter(|(n, _)| *n == name)
-        .filter_map(|(_, v)| gw.sessions.open::<IdTokenHint>(Purpose::IdTokenHint, v))
-        .find(|h| h.session == session.id)
+    let joined = cookies::join(&info.cookies, &hint_cookie_name(gw))?;
+    gw.sessions
+        .open::<IdTokenHint>(Purpose::IdTokenHint, &joined)
+        .filter(|h| h.session == session.id)
         .map(|h| h.id_token)
+}
+
+/// The id_token hint, chunked like the session. When it does not fit, logout goes without
+/// `id_token_hint` (the provider then asks the person to confirm) rather than the login failing.
+fn hint_cookies(
+    gw: &Gateway,
+    info: &RequestInfo,
+    session: &Session,
+    id_token: String,
+    ctx: &Ctx,
+) -> Vec<String> {
+    let spec = hint_cookie_spec(gw, info);
+    let name = hint_cookie_name(gw);
+    let present = cookies::present_chunks(&info.cookies, &name);
+    let hint = IdTokenHint {
+        session: session.id.clone(),
+        id_token,
+    };
+    let sealed = gw.sessions.seal(Purpose::IdTokenHint, &hint);
+    match cookies::write_chunked(
+        &spec,
+        &name,
+        &sealed,
+        gw.config.session.max_lifetime,
+        present,
+    ) {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(request_id = %ctx.request_id, error = %e, "id_token too large to keep: logout will go without id_token_hint");
+            (0..present)
+                .map(|i| spec.delete(&cookies::chunk_name(&name, i)))
+                .collect()
+        }
+    }
+}
+
+/// `Set-Cookie` values deleting the id_token hint, every chunk present and the first in any case.
+fn clear_hint_cookies(gw: &Gateway, info: &RequestInfo) -> Vec<String> {
+    let spec = hint_cookie_spec(gw, info);
+    let name = hint_cookie_name(gw);
+    let n = cookies::present_chunks(&info.cookies, &name).max(1);
+    (0..n)
+        .map(|i| spec.delete(&cookies::chunk_name(&name, i)))
+        .collect()
+}
+
+/// Claims the configuration reads: the ones routes turn into headers or rules on, and those the
+/// session itself needs (`sub`, `acr` for step-up, `sid` and `amr` for logout and audit).
+fn claims_in_use(gw: &Gateway) -> BTreeSet<String> {
+    let mut used: BTreeSet<String> = ["sub", "acr", "amr", "sid", "iss"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for route in gw.routes.all() {
+        used.extend(route.headers.iter().map(|(_, claim)| claim.clone()));
+        used.extend(route.require.claims().map(String::from));
+    }
+    used
+}
+
+/// Issues the session's cookies; when they would not fit in what a browser keeps and `load` reads back,
+/// drops the claims no route uses (named in the log) and tries again. Still too large: the login fails
+/// with a page, rather than looping through the provider forever.
+fn issue_fitting(
+    gw: &Gateway,
+    session: &mut Session,
+    spec: &CookieSpec,
+    info: &RequestInfo,
+    ctx: &Ctx,
+) -> Result<Vec<String>, LoginError> {
+    if let Ok(set) = gw.sessions.issue(session, spec, &info.cookies) {
+        return Ok(set);
+    }
+    let used = claims_in_use(gw);
+    let dropped: Vec<String> = session
+        .claims
+        .keys()
+        .filter(|c| !used.contains(*c))
+        .cloned()
+        .collect();
+    session.claims.retain(|c, _| used.contains(c));
+    tracing::warn!(request_id = %ctx.request_id, dropped = ?dropped, "session too large for cookies: claims no route uses were dropped");
+    gw.sessions
+        .issue(session, spec, &info.cookies)
+        .map_err(|e| LoginError::SessionTooLarge(e.0))
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -392,6 +499,7 @@ fn login_failure(
         LoginError::ProviderError { error, .. } if error == "access_denied" => error_reply(403, "Connexion refusée", "Le fournisseur d'identité a refusé la connexion.", "The identity provider denied the sign-in.", action, ctx),
         LoginError::ProviderError { error, .. } if error == "login_required" => error_reply(401, "Connexion nécessaire", "Vous devez vous connecter auprès du fournisseur d'identité.", "You need to sign in at the identity provider.", action, ctx),
         LoginError::ProviderError { .. } => error_reply(502, "Erreur du fournisseur d'identité", "Le fournisseur d'identité a signalé une erreur.", "The identity provider reported an error.", action, ctx),
+        LoginError::SessionTooLarge(_) => error_reply(400, "Identité trop volumineuse", "Votre fournisseur d'identité transmet plus d'informations que ce service ne peut en conserver. Contactez l'assistance du service en indiquant la référence ci-dessous.", "Your identity provider sends more data than this service can keep.", Some(("/", "Revenir à l'accueil")), ctx),
         e if e.is_upstream_failure() => error_reply(502, "Fournisseur d'identité indisponible", "Le fournisseur d'identité ne répond pas correctement. Réessayez dans quelques instants.", "The identity provider is not answering correctly.", action, ctx),
         _ => error_reply(400, "Connexion impossible", "La réponse du fournisseur d'identité n'a pas pu être vérifiée.", "The identity provider's response could not be verified.", action, ctx),
     }
@@ -401,7 +509,7 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
     let rd = return_to(gw, info);
     let spec = gw.cookie_spec(info.secure);
     let mut cookies = gw.sessions.clear(&spec, &info.cookies);
-    cookies.push(hint_cookie_spec(gw, info).delete(&hint_cookie_name(gw)));
+    cookies.extend(clear_hint_cookies(gw, info));
     let session = match gw.sessions.load(&info.cookies, &spec) {
         SessionState::Valid { session, .. } => Some(session),
         _ => None,
@@ -518,56 +626,6 @@ fn userinfo(gw: &Gateway, info: &RequestInfo) -> Reply {
             &serde_json::json!({"error": "authentication_required"}),
         ),
     }
-}
-
-/// Forward-auth for nginx `auth_request` / Traefik `forwardAuth`: 200 with the route's identity headers,
-/// or 401. The original URI is believed only from trusted proxies.
-fn forward_auth(gw: &Gateway, info: &RequestInfo) -> Reply {
-    // The original request line, exactly as the front proxy received it; believed only from trusted
-    // proxies. It is normalised like any request path: a path refused on the main listener is refused
-    // here too, so the two entries cannot disagree on what is protected.
-    let original = info.original_uri.as_deref().unwrap_or("/");
-    let raw_path = original.split(['?', '#']).next().unwrap_or("/");
-    let Ok(path) = crate::routes::normalise_path(raw_path) else {
-        return Reply::text(400, "invalid path");
-    };
-    let Some(route) = gw.routes.find(&info.host, &path.matching) else {
-        return Reply::text(404, "no route");
-    };
-    if route.auth == crate::config::AuthMode::Public {
-        return Reply::text(200, "public");
-    }
-    let spec = gw.cookie_spec(info.secure);
-    let (session, refresh) = match gw.sessions.load(&info.cookies, &spec) {
-        SessionState::Valid { session, refresh } if route.providers.contains(&session.provider) => {
-            (session, refresh)
-        }
-        _ if route.auth == crate::config::AuthMode::Optional => {
-            return Reply::text(200, "anonymous")
-        }
-        _ => return Reply::text(401, "authentication required"),
-    };
-    match crate::access::decide(route, &session) {
-        Ok(()) => {}
-        Err(crate::access::Refusal::StepUp) => return Reply::text(401, "insufficient scope"),
-        Err(_) => return Reply::text(403, "forbidden"),
-    }
-    let mut reply = Reply::text(200, "ok");
-    for (name, value) in session
-        .rendered
-        .get_or_render(route.index, || render_headers(route, &session.claims))
-        .iter()
-    {
-        if let Ok(v) = value.to_str() {
-            reply = reply.header(name.as_str().to_string(), v.to_string());
-        }
-    }
-    if refresh {
-        let mut updated = (*session).clone();
-        updated.last_seen = now();
-        reply = reply.cookies(gw.sessions.issue(&updated, &spec, &info.cookies));
-    }
-    reply
 }
 
 fn urlencode(text: &str) -> String {

@@ -6,8 +6,10 @@
 //! Each decision lives in its module; this file only wires them in pingora's phases.
 
 mod endpoints;
+mod forward_auth;
 mod request;
 mod respond;
+mod response;
 
 pub use request::{Refused, RequestInfo};
 pub use respond::Reply;
@@ -19,6 +21,7 @@ use crate::identity::{render_headers, IdentityHeaderFilter};
 use crate::oidc::Provider;
 use crate::pages;
 use crate::routes::RouteTable;
+use crate::session::cookies::OwnCookieNames;
 use crate::session::{now, CookieSpec, Session, SessionManager, SessionState};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
@@ -39,6 +42,8 @@ pub struct Gateway {
     /// Indexed by `RouteConfig::index`.
     pub upstreams: Vec<Upstream>,
     pub metrics: Arc<Metrics>,
+    /// Passerelle's cookie names: stripped from requests, refused in upstream responses.
+    pub own_cookies: OwnCookieNames,
 }
 
 /// Per-request state carried between phases.
@@ -46,14 +51,22 @@ pub struct Gateway {
 pub struct Ctx {
     pub request_id: String,
     route: Option<usize>,
-    forward_path: Option<String>,
+    /// The request the access decision was taken on; every attempt upstream carries exactly this.
+    forward: Option<Forward>,
     session: Option<Arc<Session>>,
     set_cookies: Vec<String>,
     secure: bool,
     trusted_peer: bool,
     peer: Option<std::net::IpAddr>,
-    authority: String,
     connect_retries: u8,
+}
+
+/// The target and host the decision was taken on. pingora rebuilds the upstream request from the
+/// client's for each attempt (a retry on a stale keep-alive connection, a failover in a pool), so this
+/// is kept, not consumed, and applied to every one of them.
+struct Forward {
+    uri: http::Uri,
+    host: http::HeaderValue,
 }
 
 /// 12 base64url characters: short enough to read over the phone to support, random enough to be unique.
@@ -185,7 +198,7 @@ impl ProxyHttp for Gateway {
                 match e {
                     Refused::Path(_) => &self.metrics.refused_path,
                     Refused::HeadersTooLarge(_) => &self.metrics.refused_too_large,
-                    Refused::MissingHost | Refused::SeveralHosts => &self.metrics.refused_host,
+                    _ => &self.metrics.refused_host,
                 }
                 .fetch_add(1, Ordering::Relaxed);
                 let page = match e {
@@ -203,7 +216,7 @@ impl ProxyHttp for Gateway {
                         Some(("/", "Revenir à l'accueil")),
                         &ctx.request_id,
                     ),
-                    Refused::MissingHost | Refused::SeveralHosts => pages::error_page(
+                    _ => pages::error_page(
                         "Requête invalide",
                         "La requête n'a pas pu être traitée.",
                         "The request could not be processed.",
@@ -218,16 +231,15 @@ impl ProxyHttp for Gateway {
         ctx.secure = info.secure;
         ctx.trusted_peer = info.trusted;
         ctx.peer = info.peer;
-        ctx.authority = info.authority.clone();
         let prefix = &self.config.server.prefix;
         if let Some(rest) = info.path.matching.strip_prefix(prefix.as_str()) {
             if rest.is_empty() || rest.starts_with('/') {
-                let reply = endpoints::handle(self, &info, rest, ctx).await;
+                let reply = endpoints::handle(self, &info, session.req_header(), rest, ctx).await;
                 reply.send(session).await?;
                 return Ok(true);
             }
         }
-        let Some(route) = self.routes.find(&info.host, &info.path.matching) else {
+        let Some(route) = self.routes.find(info.host(), &info.path.matching) else {
             let page = pages::error_page(
                 "Page introuvable",
                 "Aucun service n'est publié à cette adresse.",
@@ -239,7 +251,24 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.index);
-        ctx.forward_path = Some(info.return_to());
+        let target = info.return_to();
+        let (Ok(uri), Ok(host)) = (
+            target.parse::<http::Uri>(),
+            http::HeaderValue::from_str(&info.authority.to_string()),
+        ) else {
+            // Normalised paths and hosts always parse; if one ever did not, nothing goes upstream.
+            tracing::warn!(request_id = %ctx.request_id, "normalised request cannot be written upstream");
+            let page = pages::error_page(
+                "Adresse invalide",
+                "L'adresse demandée n'est pas valide.",
+                "The requested address is not valid.",
+                Some(("/", "Revenir à l'accueil")),
+                &ctx.request_id,
+            );
+            Reply::html(400, page).send(session).await?;
+            return Ok(true);
+        };
+        ctx.forward = Some(Forward { uri, host });
         if route.auth == AuthMode::Public
             || (route.cors_allow_preflight && is_cors_preflight(session.req_header()))
         {
@@ -256,7 +285,10 @@ impl ProxyHttp for Gateway {
                 if refresh {
                     let mut updated = (*s).clone();
                     updated.last_seen = now();
-                    ctx.set_cookies = self.sessions.issue(&updated, &spec, &info.cookies);
+                    // It fitted when it was issued, and only its timestamp changed.
+                    if let Ok(cookies) = self.sessions.issue(&updated, &spec, &info.cookies) {
+                        ctx.set_cookies = cookies;
+                    }
                 }
                 let Err(refusal) = access::decide(route, &s) else {
                     ctx.session = Some(s);
@@ -336,12 +368,15 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&name);
         }
         self.strip_own_cookies(upstream);
-        if let Some(path) = ctx.forward_path.take() {
-            if let Ok(uri) = path.parse::<http::Uri>() {
-                upstream.set_uri(uri);
-            }
-        }
-        self.set_forwarding_headers(upstream, ctx)?;
+        let Some(forward) = ctx.forward.as_ref() else {
+            return Err(pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "no access decision for this request",
+            ));
+        };
+        upstream.set_uri(forward.uri.clone());
+        upstream.insert_header(http::header::HOST, forward.host.clone())?;
+        self.set_forwarding_headers(upstream, ctx, &forward.host)?;
         let (Some(index), Some(session)) = (ctx.route, ctx.session.as_ref()) else {
             return Ok(());
         };
@@ -383,8 +418,26 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        for cookie in ctx.set_cookies.drain(..) {
-            upstream_response.append_header("Set-Cookie", cookie)?;
+        let removed = response::remove_own_set_cookies(upstream_response, &self.own_cookies);
+        if removed > 0 {
+            self.metrics
+                .upstream_cookies_removed
+                .fetch_add(removed as u64, Ordering::Relaxed);
+            tracing::warn!(request_id = %ctx.request_id, route = ?ctx.route, removed, "the upstream tried to set Passerelle's cookies: removed");
+        }
+        if ctx.session.is_some() {
+            let policy = ctx
+                .route
+                .and_then(|i| self.routes.get(i))
+                .map(|r| r.cache)
+                .unwrap_or_default();
+            response::keep_private(upstream_response, policy);
+        }
+        if !ctx.set_cookies.is_empty() {
+            response::forbid_storage(upstream_response);
+            for cookie in ctx.set_cookies.drain(..) {
+                upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+            }
         }
         Ok(())
     }
@@ -478,7 +531,10 @@ impl Gateway {
         &self,
         upstream: &mut RequestHeader,
         ctx: &Ctx,
+        host: &http::HeaderValue,
     ) -> pingora::Result<()> {
+        // The host routed on, whoever named it: the app never sees another spelling of it.
+        upstream.insert_header("X-Forwarded-Host", host.clone())?;
         let peer = ctx.peer.map(|ip| ip.to_string());
         if ctx.trusted_peer {
             if let Some(peer) = peer {
@@ -501,43 +557,38 @@ impl Gateway {
             "X-Forwarded-Proto",
             if ctx.secure { "https" } else { "http" },
         )?;
-        upstream.insert_header("X-Forwarded-Host", ctx.authority.as_str())?;
         Ok(())
     }
 
-    /// Passerelle's cookies are its own: the upstream never sees the session or flow cookies
-    /// (oauth2-proxy #388; mod_auth_openidc `OIDCStripCookies`).
+    /// Passerelle's cookies are its own: the upstream never sees the session, its chunks, the flows or
+    /// the id_token hint (oauth2-proxy #388; mod_auth_openidc `OIDCStripCookies`). On bytes, so a cookie
+    /// of the app's that is not ASCII neither hides ours nor gets lost.
     fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
-        let base = self.config.session.cookie_name.as_str();
-        // `base`, its chunks `base.N`, and `base_*` (login and logout flows, id_token hint), with or
-        // without the `__Host-` prefix.
-        let is_ours = |pair: &str| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            let name = name.strip_prefix("__Host-").unwrap_or(name);
-            name.strip_prefix(base).is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with('.') || rest.starts_with('_')
-            })
+        let kept = {
+            let lines: Vec<&[u8]> = upstream
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            self.own_cookies.strip(lines.iter().copied())
         };
-        let cookie_values = upstream.headers.get_all("cookie");
-        let any_ours = cookie_values
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .any(is_ours);
-        if !any_ours {
+        let Some(kept) = kept else {
+            return;
+        };
+        upstream.remove_header(&http::header::COOKIE);
+        if kept.is_empty() {
             return;
         }
-        let kept: Vec<String> = cookie_values
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty() && !is_ours(pair))
-            .map(str::to_string)
-            .collect();
-        upstream.remove_header("cookie");
-        if !kept.is_empty() {
-            let _ = upstream.insert_header("Cookie", kept.join("; "));
+        match http::HeaderValue::from_bytes(&kept) {
+            Ok(value) => {
+                let _ = upstream.insert_header(http::header::COOKIE, value);
+            }
+            // Every byte came from the request's own header lines; this cannot happen, and if it did
+            // the app would lose its cookies rather than get ours.
+            Err(_) => {
+                tracing::warn!("the application's cookies could not be re-encoded and were dropped")
+            }
         }
     }
 }

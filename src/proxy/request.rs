@@ -1,8 +1,9 @@
 //! Facts about the incoming request, read once and believed only as far as they can be.
 
 use crate::config::ServerConfig;
-use crate::routes::{normalise_path, NormalisedPath, PathError};
+use crate::routes::{normalise_path, Authority, HostError, NormalisedPath, PathError};
 use crate::session::cookies::parse_cookie_header;
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use std::net::IpAddr;
 
@@ -14,10 +15,19 @@ pub enum Refused {
     #[error("request line and headers exceed {0} bytes")]
     HeadersTooLarge(usize),
     /// RFC 9112 §3.2: an HTTP/1.1 request without Host, or with several, is answered 400.
-    #[error("HTTP/1.1 request without a Host header")]
+    #[error("request without a Host header")]
     MissingHost,
     #[error("several Host headers")]
     SeveralHosts,
+    #[error("{0}")]
+    Host(#[from] HostError),
+    /// `X-Forwarded-Host` from a trusted proxy on several lines or as a list: which one to route on would
+    /// be a guess.
+    #[error("several X-Forwarded-Host values")]
+    SeveralForwardedHosts,
+    /// The absolute-form target names another host than `Host`.
+    #[error("the request target and the Host header name different hosts")]
+    HostMismatch,
 }
 
 impl Refused {
@@ -27,6 +37,18 @@ impl Refused {
             _ => 400,
         }
     }
+
+    /// Whether the host, rather than the path or the size, was what could not be read.
+    pub fn is_host(&self) -> bool {
+        matches!(
+            self,
+            Refused::MissingHost
+                | Refused::SeveralHosts
+                | Refused::Host(_)
+                | Refused::SeveralForwardedHosts
+                | Refused::HostMismatch
+        )
+    }
 }
 
 pub struct RequestInfo {
@@ -35,17 +57,13 @@ pub struct RequestInfo {
     pub trusted: bool,
     /// The browser reached us over https (directly or through a trusted TLS-terminating proxy).
     pub secure: bool,
-    /// Lower-case host without port, for routing.
-    pub host: String,
-    /// `host[:port]` as the browser wrote it, for absolute URLs when no public_url is set.
-    pub authority: String,
+    /// The normalised authority the request is routed on, and sent upstream as `Host`.
+    pub authority: Authority,
     pub path: NormalisedPath,
+    /// The query as received, bytes outside ASCII percent-encoded.
     pub query: Option<String>,
     pub navigation: bool,
     pub cookies: Vec<(String, String)>,
-    /// For forward-auth: the original request target (`X-Original-URI`, nginx; `X-Forwarded-Uri`,
-    /// Traefik), from trusted proxies only.
-    pub original_uri: Option<String>,
 }
 
 impl RequestInfo {
@@ -60,11 +78,6 @@ impl RequestInfo {
         if size > server.max_header_bytes {
             return Err(Refused::HeadersTooLarge(server.max_header_bytes));
         }
-        match req.headers.get_all("host").iter().count() {
-            0 if req.version == http::Version::HTTP_11 => return Err(Refused::MissingHost),
-            0 | 1 => {}
-            _ => return Err(Refused::SeveralHosts),
-        }
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -76,6 +89,7 @@ impl RequestInfo {
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         };
+        let authority = read_authority(req, server, trusted)?;
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let forwarded_proto = if trusted {
             header("x-forwarded-proto").map(|p| p.eq_ignore_ascii_case("https"))
@@ -86,22 +100,14 @@ impl RequestInfo {
             Some(url) => url.https,
             None => forwarded_proto.unwrap_or(tls),
         };
-        let forwarded_host = if trusted {
-            header("x-forwarded-host")
-                .and_then(|h| h.split(',').next())
-                .map(str::trim)
-        } else {
-            None
-        };
-        let authority = forwarded_host
-            .or_else(|| header("host"))
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .filter(|a| is_valid_authority(a))
-            .unwrap_or("localhost")
-            .to_ascii_lowercase();
-        let host = strip_port(&authority).to_string();
+        if !req.raw_path_is_utf8() {
+            return Err(Refused::Path(PathError::ForbiddenByte));
+        }
         let path = normalise_path(req.uri.path())?;
-        let query = req.uri.query().map(str::to_string);
+        let query = match query_bytes(req.raw_path()) {
+            Some(q) => Some(escape_query(q)?),
+            None => None,
+        };
         let method = &req.method;
         let fetch_mode = header("sec-fetch-mode");
         let accepts_html = header("accept").is_some_and(|a| a.contains("text/html"));
@@ -115,25 +121,21 @@ impl RequestInfo {
             };
         let cookies =
             parse_cookie_header(req.headers.get_all("cookie").iter().map(|v| v.as_bytes()));
-        let original_uri = if trusted {
-            header("x-original-uri")
-                .or_else(|| header("x-forwarded-uri"))
-                .map(str::to_string)
-        } else {
-            None
-        };
         Ok(RequestInfo {
             peer,
             trusted,
             secure,
-            host,
             authority,
             path,
             query,
             navigation,
             cookies,
-            original_uri,
         })
+    }
+
+    /// The host routes are matched on.
+    pub fn host(&self) -> &str {
+        self.authority.host()
     }
 
     /// The path and query as the browser asked for them, normalised: where to come back after login.
@@ -165,24 +167,85 @@ impl RequestInfo {
     }
 }
 
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .split(']')
-            .next()
-            .unwrap_or(authority)
-            .trim_start_matches('[');
+/// The one authority of this request: a trusted proxy's `X-Forwarded-Host`, else the absolute-form
+/// target's, else `Host`. Two sources that disagree, or one given twice, are refused, never chosen from.
+fn read_authority(
+    req: &RequestHeader,
+    server: &ServerConfig,
+    trusted: bool,
+) -> Result<Authority, Refused> {
+    let hosts = req.headers.get_all(http::header::HOST);
+    let mut host_lines = hosts.iter();
+    let host = match (host_lines.next(), host_lines.next()) {
+        (_, Some(_)) => return Err(Refused::SeveralHosts),
+        (one, None) => one,
+    };
+    if trusted {
+        let forwarded = req.headers.get_all("x-forwarded-host");
+        let mut lines = forwarded.iter();
+        match (lines.next(), lines.next()) {
+            (Some(_), Some(_)) => return Err(Refused::SeveralForwardedHosts),
+            (Some(value), None) if value.as_bytes().contains(&b',') => {
+                return Err(Refused::SeveralForwardedHosts)
+            }
+            (Some(value), None) => return Ok(Authority::parse(value.as_bytes())?),
+            (None, _) => {}
+        }
     }
-    authority.split(':').next().unwrap_or(authority)
+    let host = host.map(|h| Authority::parse(h.as_bytes())).transpose()?;
+    if let Some(target) = absolute_form_authority(req.raw_path()) {
+        let target = Authority::parse(target)?;
+        return match host {
+            Some(host) if host != target => Err(Refused::HostMismatch),
+            _ => Ok(target),
+        };
+    }
+    match host {
+        Some(host) => Ok(host),
+        // RFC 9112 §3.2 makes Host mandatory from HTTP/1.1 on; an HTTP/1.0 client without it is at the
+        // public URL's site when there is one, and refused otherwise rather than routed on a guess.
+        None if req.version != http::Version::HTTP_11 => match &server.public_url {
+            Some(url) => Ok(Authority::parse(url.authority.as_bytes())?),
+            None => Err(Refused::MissingHost),
+        },
+        None => Err(Refused::MissingHost),
+    }
 }
 
-/// A Host header is `name[:port]`: anything else (spaces, `@`, `/`) is ignored rather than reflected
-/// into a redirect_uri.
-fn is_valid_authority(a: &str) -> bool {
-    !a.is_empty()
-        && a.len() <= 260
-        && a.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+/// The authority of an absolute-form target (`http://host:port/path`), if the target is one.
+fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
+    let scheme_end = target.windows(3).position(|w| w == b"://")?;
+    let scheme = &target[..scheme_end];
+    if scheme.is_empty() || !scheme.iter().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The query part of a request target, if any (after the first `?`; a fragment is never sent).
+fn query_bytes(target: &[u8]) -> Option<&[u8]> {
+    let start = target.iter().position(|b| *b == b'?')?;
+    Some(&target[start + 1..])
+}
+
+/// A query as a string the upstream and the redirect after login can carry unchanged: bytes outside
+/// ASCII and spaces become their `%XX` escape (what a browser would have sent, and what pingora does
+/// with a space in the path); control bytes are refused.
+pub fn escape_query(raw: &[u8]) -> Result<String, PathError> {
+    let mut out = String::with_capacity(raw.len());
+    for &b in raw {
+        match b {
+            0x00..=0x1f | 0x7f => return Err(PathError::ForbiddenByte),
+            b' ' | 0x80..=0xff => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(b as char),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -190,11 +253,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn authority_validation_and_port_stripping() {
-        assert!(is_valid_authority("app.example.gouv.fr:8443"));
-        assert!(!is_valid_authority("evil.fr/x"));
-        assert!(!is_valid_authority("a@b"));
-        assert_eq!(strip_port("app.example.fr:8080"), "app.example.fr");
-        assert_eq!(strip_port("[::1]:8080"), "::1");
+    fn absolute_form_and_query_are_found_in_the_raw_target() {
+        assert_eq!(
+            absolute_form_authority(b"http://b.example:8080/x?y"),
+            Some(b"b.example:8080".as_slice())
+        );
+        assert_eq!(
+            absolute_form_authority(b"HTTPS://b.example"),
+            Some(b"b.example".as_slice())
+        );
+        assert_eq!(absolute_form_authority(b"/a://b"), None);
+        assert_eq!(query_bytes(b"/a?b=1?c"), Some(b"b=1?c".as_slice()));
+        assert_eq!(query_bytes(b"/a"), None);
+        assert_eq!(escape_query(b"x=\xe9&y=%41").unwrap(), "x=%E9&y=%41");
+        assert!(escape_query(b"x=\x01").is_err());
+        assert_eq!(escape_query(b"x= ").unwrap(), "x=%20");
     }
 }

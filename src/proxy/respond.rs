@@ -11,6 +11,8 @@ use std::borrow::Cow;
 pub struct Reply {
     status: u16,
     headers: Vec<(Cow<'static, str>, String)>,
+    /// Headers whose values may hold bytes outside ASCII (identity in `utf8` encoding).
+    values: Vec<(http::HeaderName, http::HeaderValue)>,
     body: Bytes,
 }
 
@@ -19,6 +21,7 @@ impl Reply {
         Reply {
             status,
             headers: vec![(Cow::Borrowed("Cache-Control"), "no-store".into())],
+            values: Vec::new(),
             body: body.into(),
         }
     }
@@ -57,6 +60,13 @@ impl Reply {
         self
     }
 
+    /// Sets a header from a ready value (bytes as they are).
+    pub fn header_value(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.values.retain(|(n, _)| *n != name);
+        self.values.push((name, value));
+        self
+    }
+
     pub fn cookies(mut self, set_cookies: impl IntoIterator<Item = String>) -> Self {
         self.headers.extend(
             set_cookies
@@ -71,9 +81,15 @@ impl Reply {
     }
 
     pub async fn send(self, session: &mut Session) -> pingora::Result<()> {
-        let mut header = ResponseHeader::build(self.status, Some(self.headers.len() + 1))?;
+        let mut header = ResponseHeader::build(
+            self.status,
+            Some(self.headers.len() + self.values.len() + 1),
+        )?;
         for (name, value) in self.headers {
             header.append_header(name.into_owned(), value)?;
+        }
+        for (name, value) in self.values {
+            header.append_header(name, value)?;
         }
         header.insert_header("Content-Length", self.body.len().to_string())?;
         let head_only = session.req_header().method == http::Method::HEAD;

@@ -1,7 +1,9 @@
 //! Route selection: host (exact or `*.suffix`) then longest path prefix, on the normalised path.
 
+mod host;
 mod path;
 
+pub use host::{normalise_host_name, Authority, HostError};
 pub use path::{normalise_path, NormalisedPath, PathError};
 
 use crate::config::RouteConfig;
@@ -144,6 +146,7 @@ mod tests {
             require: Default::default(),
             hints: Default::default(),
             cors_allow_preflight: false,
+            cache: Default::default(),
         }
     }
 

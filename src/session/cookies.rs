@@ -13,17 +13,19 @@ pub const MAX_CHUNKS: usize = 6;
 /// At most this many login flows (tabs logging in at once) are kept; older ones are dropped.
 pub const MAX_FLOWS: usize = 4;
 
-/// Reads every `name=value` pair of the request's Cookie headers, bounded in count.
+/// Reads every `name=value` pair of the request's Cookie headers, bounded in count. A pair that is not
+/// UTF-8 (an app's `lang=H\xe9l\xe8ne`) is skipped alone: it cannot be one of Passerelle's, and the
+/// pairs around it still count.
 pub fn parse_cookie_header<'a>(headers: impl Iterator<Item = &'a [u8]>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for header in headers {
-        let Ok(text) = std::str::from_utf8(header) else {
-            continue;
-        };
-        for pair in text.split(';') {
+        for pair in header.split(|b| *b == b';') {
             if out.len() >= 128 {
                 return out;
             }
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
             let pair = pair.trim();
             if let Some((name, value)) = pair.split_once('=') {
                 let value = value.trim().trim_matches('"');
@@ -32,6 +34,110 @@ pub fn parse_cookie_header<'a>(headers: impl Iterator<Item = &'a [u8]>) -> Vec<(
         }
     }
     out
+}
+
+/// Which of Passerelle's cookies a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnCookie {
+    /// The session, or one of its chunks (`name`, `name.N`).
+    Session,
+    /// A login in progress (`name_flow_<state>`).
+    LoginFlow,
+    /// A logout in progress (`name_logout`).
+    LogoutFlow,
+    /// The id_token kept for logout, or one of its chunks (`name_idt`, `name_idt.N`).
+    IdTokenHint,
+}
+
+/// Passerelle's cookie names, defined once: what is stripped from requests, what an upstream may not
+/// set, and what counts as a broken session are the same set, so none of the three can drift.
+/// Exact names only: `passerelle_pref` is the app's.
+#[derive(Debug, Clone)]
+pub struct OwnCookieNames {
+    base: String,
+}
+
+impl OwnCookieNames {
+    pub fn new(base: &str) -> Self {
+        OwnCookieNames {
+            base: base.to_string(),
+        }
+    }
+
+    /// Classifies a cookie name as a browser stores it: surrounding spaces ignored, and the `__Host-` or
+    /// `__Secure-` prefix in any case (browsers compare prefixes without case).
+    pub fn classify(&self, name: &[u8]) -> Option<OwnCookie> {
+        let name = name.trim_ascii();
+        let name = strip_prefix_ignore_case(name, b"__host-")
+            .or_else(|| strip_prefix_ignore_case(name, b"__secure-"))
+            .unwrap_or(name);
+        let rest = name.strip_prefix(self.base.as_bytes())?;
+        let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+        match rest {
+            b"" => Some(OwnCookie::Session),
+            [b'.', d @ ..] if digits(d) => Some(OwnCookie::Session),
+            b"_logout" => Some(OwnCookie::LogoutFlow),
+            b"_idt" => Some(OwnCookie::IdTokenHint),
+            _ => {
+                if let Some(d) = rest.strip_prefix(b"_idt.") {
+                    return digits(d).then_some(OwnCookie::IdTokenHint);
+                }
+                let state = rest.strip_prefix(b"_flow_")?;
+                (!state.is_empty()
+                    && state
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'))
+                .then_some(OwnCookie::LoginFlow)
+            }
+        }
+    }
+
+    /// The cookie a `Set-Cookie` value would set, if it is one of Passerelle's. A nameless cookie
+    /// (`=passerelle=x`) is read as browsers send it back: `passerelle=x`.
+    pub fn set_by(&self, set_cookie: &[u8]) -> Option<OwnCookie> {
+        let pair = set_cookie.split(|b| *b == b';').next().unwrap_or(b"");
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if !name.trim_ascii().is_empty() {
+            return self.classify(name);
+        }
+        let inner = value.split(|b| *b == b'=').next().unwrap_or(b"");
+        self.classify(inner)
+    }
+
+    /// The `Cookie` header lines without Passerelle's cookies, as one line; `None` when none of them was
+    /// there (the header is then forwarded untouched). Works on bytes: a pair that is not UTF-8 is the
+    /// app's and passes as it came.
+    pub fn strip<'a>(&self, lines: impl Iterator<Item = &'a [u8]> + Clone) -> Option<Vec<u8>> {
+        let pairs = || {
+            lines
+                .clone()
+                .flat_map(|line| line.split(|b| *b == b';'))
+                .map(<[u8]>::trim_ascii)
+                .filter(|pair| !pair.is_empty())
+        };
+        fn name_of(pair: &[u8]) -> &[u8] {
+            pair.split(|b| *b == b'=').next().unwrap_or(b"")
+        }
+        if !pairs().any(|p| self.classify(name_of(p)).is_some()) {
+            return None;
+        }
+        let mut kept = Vec::new();
+        for pair in pairs().filter(|p| self.classify(name_of(p)).is_none()) {
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+        Some(kept)
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &text[prefix.len()..])
 }
 
 /// The attributes every cookie of Passerelle shares.
@@ -130,6 +236,55 @@ fn is_chunk(name: &str, base: &str, index: usize) -> bool {
     }
 }
 
+/// Whether any chunk of `base` is in the request, whatever its index: an app's `base_pref` is not one.
+pub fn any_chunk(cookies: &[(String, String)], base: &str) -> bool {
+    cookies.iter().any(|(n, _)| {
+        n.strip_prefix(base).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('.')
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
+}
+
+/// A value too large for the cookies a browser keeps and [`join`] reads back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} bytes do not fit in {MAX_CHUNKS} cookies")]
+pub struct TooLarge(pub usize);
+
+/// Largest `Set-Cookie` value Passerelle writes: browsers keep cookies up to 4,096 bytes of name, value
+/// and attributes, and silently drop larger ones (the login then loops).
+pub const MAX_SET_COOKIE: usize = 4096;
+
+/// `Set-Cookie` values writing `value` under `name` in as many chunks as it takes, and deleting the
+/// chunks the request has beyond them (`present`). Refused above what [`join`] reads back, so a value
+/// written is always a value read.
+pub fn write_chunked(
+    spec: &CookieSpec,
+    name: &str,
+    value: &str,
+    max_age: Duration,
+    present: usize,
+) -> Result<Vec<String>, TooLarge> {
+    let parts = split(value);
+    if parts.len() > MAX_CHUNKS {
+        return Err(TooLarge(value.len()));
+    }
+    let mut out = Vec::with_capacity(parts.len().max(present));
+    for (i, part) in parts.iter().enumerate() {
+        let cookie = spec.set(&chunk_name(name, i), part, Some(max_age));
+        if cookie.len() > MAX_SET_COOKIE {
+            return Err(TooLarge(value.len()));
+        }
+        out.push(cookie);
+    }
+    for i in parts.len()..present {
+        out.push(spec.delete(&chunk_name(name, i)));
+    }
+    Ok(out)
+}
+
 /// Indices of the chunks of `base` present in the request, to delete the ones a new value no longer uses.
 pub fn present_chunks(cookies: &[(String, String)], base: &str) -> usize {
     (0..=MAX_CHUNKS)
@@ -186,6 +341,85 @@ mod tests {
             parse_cookie_header([many.as_bytes()].into_iter()).len(),
             128
         );
+    }
+
+    #[test]
+    fn own_cookie_names_are_exact() {
+        let own = OwnCookieNames::new("passerelle");
+        for (name, kind) in [
+            ("passerelle", OwnCookie::Session),
+            ("passerelle.1", OwnCookie::Session),
+            ("passerelle.12", OwnCookie::Session),
+            ("__Host-passerelle", OwnCookie::Session),
+            ("__host-passerelle.2", OwnCookie::Session),
+            ("__Secure-passerelle", OwnCookie::Session),
+            (" passerelle ", OwnCookie::Session),
+            ("passerelle_flow_AbCdEfGhIjKl", OwnCookie::LoginFlow),
+            ("__Host-passerelle_flow_a-b_c", OwnCookie::LoginFlow),
+            ("passerelle_logout", OwnCookie::LogoutFlow),
+            ("passerelle_idt", OwnCookie::IdTokenHint),
+            ("passerelle_idt.3", OwnCookie::IdTokenHint),
+        ] {
+            assert_eq!(own.classify(name.as_bytes()), Some(kind), "{name}");
+        }
+        for name in [
+            "passerelle_pref",
+            "passerelle2",
+            "passerelle.x",
+            "passerelle.",
+            "Passerelle",
+            "passerelle_flow_",
+            "passerelle_flow_a.b",
+            "passerelle_idt.",
+            "passerelle_idtx",
+            "passerelle_logout2",
+            "__Host-passerelle_pref",
+            "xpasserelle",
+            "",
+        ] {
+            assert_eq!(own.classify(name.as_bytes()), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn set_cookie_names_are_read_as_browsers_read_them() {
+        let own = OwnCookieNames::new("passerelle");
+        for set in [
+            "passerelle=x; Path=/",
+            " passerelle =x",
+            "__HOST-passerelle=x; Secure; Path=/",
+            "=passerelle=x",
+            "passerelle.4=x",
+            "passerelle_idt.1=x; Path=/.passerelle",
+        ] {
+            assert!(own.set_by(set.as_bytes()).is_some(), "{set}");
+        }
+        for set in [
+            "passerelle_pref=1",
+            "JSESSIONID=passerelle",
+            "a=passerelle=x",
+            "passerelle2=1",
+        ] {
+            assert!(own.set_by(set.as_bytes()).is_none(), "{set}");
+        }
+    }
+
+    #[test]
+    fn stripping_keeps_the_apps_cookies_byte_for_byte() {
+        let own = OwnCookieNames::new("passerelle");
+        let line: &[u8] = b"lang=H\xe9l\xe8ne; passerelle=abc; app=1";
+        assert_eq!(
+            own.strip([line].into_iter()).unwrap(),
+            b"lang=H\xe9l\xe8ne; app=1"
+        );
+        let two: [&[u8]; 2] = [b"passerelle.1=x;a=1", b"b=\xff; __Host-passerelle_idt=y"];
+        assert_eq!(own.strip(two.into_iter()).unwrap(), b"a=1; b=\xff");
+        let none: &[u8] = b"passerelle_pref=1; app=2";
+        assert_eq!(own.strip([none].into_iter()), None);
+        let only: &[u8] = b"passerelle=abc";
+        assert_eq!(own.strip([only].into_iter()).unwrap(), b"");
+        let parsed = parse_cookie_header([line].into_iter());
+        assert_eq!(parsed, jar(&[("passerelle", "abc"), ("app", "1")]));
     }
 
     #[test]

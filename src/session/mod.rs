@@ -78,7 +78,7 @@ impl SessionManager {
             &self.config.cookie_name
         };
         let Some(text) = cookies::join(cookies, name) else {
-            return if cookies.iter().any(|(n, _)| n.starts_with(name.as_str())) {
+            return if cookies::any_chunk(cookies, name) {
                 SessionState::Invalid("duplicated or too many chunks")
             } else {
                 SessionState::None
@@ -117,13 +117,15 @@ impl SessionManager {
         SessionState::Valid { session, refresh }
     }
 
-    /// `Set-Cookie` values writing `session`, deleting chunks the new value no longer uses.
+    /// `Set-Cookie` values writing `session`, deleting chunks the new value no longer uses. Refused when
+    /// the session would take more cookies than [`Self::load`] reads back: a cookie written but never
+    /// read again would send the person through the provider forever.
     pub fn issue(
         &self,
         session: &Session,
         spec: &CookieSpec,
         cookies: &[(String, String)],
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, cookies::TooLarge> {
         let name = spec.name(&self.config.cookie_name);
         let json = serde_json::to_vec(session).expect("a session always serialises");
         let sealed = self.ring.seal(Purpose::Session, &json);
@@ -131,22 +133,13 @@ impl SessionManager {
             .created
             .saturating_add(self.config.max_lifetime.as_secs())
             .saturating_sub(now());
-        let parts = cookies::split(&sealed);
-        let mut out: Vec<String> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, part)| {
-                spec.set(
-                    &cookies::chunk_name(&name, i),
-                    part,
-                    Some(Duration::from_secs(remaining)),
-                )
-            })
-            .collect();
-        for i in parts.len()..cookies::present_chunks(cookies, &name) {
-            out.push(spec.delete(&cookies::chunk_name(&name, i)));
-        }
-        out
+        cookies::write_chunked(
+            spec,
+            &name,
+            &sealed,
+            Duration::from_secs(remaining),
+            cookies::present_chunks(cookies, &name),
+        )
     }
 
     /// `Set-Cookie` values deleting the session, every chunk present and the first one in any case.
@@ -226,7 +219,7 @@ mod tests {
         };
         for big in [10, 9000] {
             let s = session(now(), now(), big);
-            let set = m.issue(&s, &spec, &[]);
+            let set = m.issue(&s, &spec, &[]).unwrap();
             assert_eq!(set.len() > 1, big > 1000);
             match m.load(&jar(&set), &spec) {
                 SessionState::Valid { session, refresh } => {
@@ -236,6 +229,57 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_session_is_written_only_if_it_can_be_read_back() {
+        let m = manager(1800, 3600);
+        for secure in [false, true] {
+            let spec = CookieSpec {
+                secure,
+                path: "/".into(),
+            };
+            for big in [10, 9_000, 15_000, 40_000] {
+                match m.issue(&session(now(), now(), big), &spec, &[]) {
+                    Ok(set) => {
+                        assert!(set.iter().all(|c| c.len() <= cookies::MAX_SET_COOKIE));
+                        assert!(matches!(
+                            m.load(&jar(&set), &spec),
+                            SessionState::Valid { .. }
+                        ));
+                    }
+                    Err(_) => assert!(big > 15_000, "{big} bytes refused"),
+                }
+            }
+            assert!(m.issue(&session(now(), now(), 40_000), &spec, &[]).is_err());
+        }
+    }
+
+    #[test]
+    fn app_cookies_named_like_the_session_are_not_a_broken_session() {
+        let m = manager(1800, 3600);
+        let spec = CookieSpec {
+            secure: false,
+            path: "/".into(),
+        };
+        for name in [
+            "passerelle_pref",
+            "passerelle2",
+            "passerelle.x",
+            "passerelle_flow_AbCdEfGhIjKl",
+        ] {
+            assert!(
+                matches!(
+                    m.load(&[(name.into(), "1".into())], &spec),
+                    SessionState::None
+                ),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            m.load(&[("passerelle.7".into(), "1".into())], &spec),
+            SessionState::Invalid(_)
+        ));
     }
 
     #[test]
@@ -250,7 +294,7 @@ mod tests {
         for i in 0..n {
             let mut s = session(now(), now(), 9000);
             s.id = format!("id-{i}");
-            let set = m.issue(&s, &spec, &[]);
+            let set = m.issue(&s, &spec, &[]).unwrap();
             assert!(matches!(
                 m.load(&jar(&set), &spec),
                 SessionState::Valid { .. }
@@ -273,8 +317,10 @@ mod tests {
             secure: false,
             path: "/".into(),
         };
-        let big = m.issue(&session(now(), now(), 9000), &spec, &[]);
-        let small = m.issue(&session(now(), now(), 10), &spec, &jar(&big));
+        let big = m.issue(&session(now(), now(), 9000), &spec, &[]).unwrap();
+        let small = m
+            .issue(&session(now(), now(), 10), &spec, &jar(&big))
+            .unwrap();
         assert!(small
             .iter()
             .any(|c| c.starts_with("passerelle.1=;") && c.contains("Max-Age=0")));
@@ -287,11 +333,17 @@ mod tests {
             secure: false,
             path: "/".into(),
         };
-        let idle = m.issue(&session(now() - 100, now() - 61, 1), &spec, &[]);
+        let idle = m
+            .issue(&session(now() - 100, now() - 61, 1), &spec, &[])
+            .unwrap();
         assert!(matches!(m.load(&jar(&idle), &spec), SessionState::Expired));
-        let old = m.issue(&session(now() - 3601, now(), 1), &spec, &[]);
+        let old = m
+            .issue(&session(now() - 3601, now(), 1), &spec, &[])
+            .unwrap();
         assert!(matches!(m.load(&jar(&old), &spec), SessionState::Expired));
-        let stale = m.issue(&session(now() - 100, now() - 30, 1), &spec, &[]);
+        let stale = m
+            .issue(&session(now() - 100, now() - 30, 1), &spec, &[])
+            .unwrap();
         assert!(matches!(
             m.load(&jar(&stale), &spec),
             SessionState::Valid { refresh: true, .. }
@@ -305,7 +357,7 @@ mod tests {
             secure: false,
             path: "/".into(),
         };
-        let set = m.issue(&session(now(), now(), 1), &spec, &[]);
+        let set = m.issue(&session(now(), now(), 1), &spec, &[]).unwrap();
         let mut cookies = jar(&set);
         let v = &mut cookies[0].1;
         let mid = v.len() / 2;
@@ -316,7 +368,9 @@ mod tests {
             keys: vec![[9; 32]],
             ..m.config.clone()
         });
-        let theirs = foreign.issue(&session(now(), now(), 1), &spec, &[]);
+        let theirs = foreign
+            .issue(&session(now(), now(), 1), &spec, &[])
+            .unwrap();
         assert!(matches!(
             m.load(&jar(&theirs), &spec),
             SessionState::Invalid("unknown key")

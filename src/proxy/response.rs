@@ -1,0 +1,213 @@
+//! What an upstream's response may not carry to the browser.
+//!
+//! An app behind Passerelle is trusted with the identity of the requests it gets, not with the other apps:
+//! it must not set Passerelle's cookies (one app could fix the session another app's users get), and a
+//! response made for one identified person must not be stored by a shared cache and served to the next.
+
+use crate::config::CachePolicy;
+use crate::session::cookies::OwnCookieNames;
+use pingora::http::ResponseHeader;
+
+/// Removes every upstream `Set-Cookie` that would set one of Passerelle's cookies; returns how many.
+pub fn remove_own_set_cookies(response: &mut ResponseHeader, own: &OwnCookieNames) -> usize {
+    let values = response.headers.get_all(http::header::SET_COOKIE);
+    if !values.iter().any(|v| own.set_by(v.as_bytes()).is_some()) {
+        return 0;
+    }
+    let (removed, kept): (Vec<_>, Vec<_>) = values
+        .iter()
+        .cloned()
+        .partition(|v| own.set_by(v.as_bytes()).is_some());
+    response.remove_header(&http::header::SET_COOKIE);
+    for value in kept {
+        // The values came out of a header map: appending them back cannot fail.
+        let _ = response.append_header(http::header::SET_COOKIE, value);
+    }
+    removed.len()
+}
+
+/// Headers that tell a CDN how to cache, overriding `Cache-Control` for it (RFC 9213 `CDN-Cache-Control`
+/// and its vendor forms, `Surrogate-Control`).
+fn is_cdn_cache_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("surrogate-control")
+        || name
+            .len()
+            .checked_sub("cdn-cache-control".len())
+            .is_some_and(|start| {
+                name.is_char_boundary(start)
+                    && name[start..].eq_ignore_ascii_case("cdn-cache-control")
+            })
+}
+
+fn remove_cdn_cache_headers(response: &mut ResponseHeader) {
+    let names: Vec<http::HeaderName> = response
+        .headers
+        .keys()
+        .filter(|n| is_cdn_cache_header(n.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        response.remove_header(&name);
+    }
+}
+
+/// A response that sets one of Passerelle's cookies is stored nowhere: a cached copy would hand that
+/// session to whoever gets the copy.
+pub fn forbid_storage(response: &mut ResponseHeader) {
+    let _ = response.insert_header(http::header::CACHE_CONTROL, "no-store");
+    response.remove_header(&http::header::EXPIRES);
+    remove_cdn_cache_headers(response);
+}
+
+/// A response made for an identified person: shared caches may not keep it (`public` becomes `private`,
+/// `s-maxage` goes, `private` when the app said nothing, whose heuristic caching would otherwise
+/// apply), and private caches key it on the cookie.
+pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
+    if policy == CachePolicy::Upstream {
+        return;
+    }
+    let directives: Vec<String> = response
+        .headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .into_owned()
+                .split(',')
+                .map(|d| d.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|d| !d.is_empty())
+        .collect();
+    let name = |d: &str| {
+        d.split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let mut rewritten: Vec<String> = directives
+        .iter()
+        .filter(|d| !matches!(name(d).as_str(), "public" | "s-maxage" | "proxy-revalidate"))
+        .cloned()
+        .collect();
+    if !rewritten
+        .iter()
+        .any(|d| matches!(name(d).as_str(), "private" | "no-store"))
+    {
+        rewritten.insert(0, "private".to_string());
+    }
+    let _ = response.insert_header(http::header::CACHE_CONTROL, rewritten.join(", "));
+    add_vary_cookie(response);
+    remove_cdn_cache_headers(response);
+}
+
+fn add_vary_cookie(response: &mut ResponseHeader) {
+    let values: Vec<String> = response
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(|f| f.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| !f.is_empty())
+        .collect();
+    if values
+        .iter()
+        .any(|f| f == "*" || f.eq_ignore_ascii_case("cookie"))
+    {
+        return;
+    }
+    let mut fields = values;
+    fields.push("Cookie".to_string());
+    let _ = response.insert_header(http::header::VARY, fields.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in headers {
+            r.append_header(n.to_string(), v.to_string()).unwrap();
+        }
+        r
+    }
+
+    fn values(r: &ResponseHeader, name: &str) -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn upstreams_cannot_set_passerelles_cookies() {
+        let own = OwnCookieNames::new("passerelle");
+        let mut r = response(&[
+            ("Set-Cookie", "passerelle=forged; Path=/"),
+            ("Set-Cookie", "JSESSIONID=1; Path=/"),
+            ("Set-Cookie", "__Host-passerelle.1=x; Secure; Path=/"),
+            ("Set-Cookie", "passerelle_pref=dark"),
+            ("Set-Cookie", "=passerelle_idt=x"),
+        ]);
+        assert_eq!(remove_own_set_cookies(&mut r, &own), 3);
+        assert_eq!(
+            values(&r, "set-cookie"),
+            ["JSESSIONID=1; Path=/", "passerelle_pref=dark"]
+        );
+        let mut clean = response(&[("Set-Cookie", "a=1")]);
+        assert_eq!(remove_own_set_cookies(&mut clean, &own), 0);
+        assert_eq!(values(&clean, "set-cookie"), ["a=1"]);
+    }
+
+    #[test]
+    fn identified_responses_stay_private() {
+        let mut r = response(&[
+            ("Cache-Control", "public, max-age=3600, s-maxage=600"),
+            ("Vary", "Accept-Encoding"),
+            ("CDN-Cache-Control", "max-age=600"),
+            ("Cloudflare-CDN-Cache-Control", "max-age=600"),
+            ("Surrogate-Control", "max-age=600"),
+        ]);
+        keep_private(&mut r, CachePolicy::Private);
+        assert_eq!(values(&r, "cache-control"), ["private, max-age=3600"]);
+        assert_eq!(values(&r, "vary"), ["Accept-Encoding, Cookie"]);
+        for gone in [
+            "cdn-cache-control",
+            "cloudflare-cdn-cache-control",
+            "surrogate-control",
+        ] {
+            assert!(values(&r, gone).is_empty(), "{gone}");
+        }
+        let mut bare = response(&[]);
+        keep_private(&mut bare, CachePolicy::Private);
+        assert_eq!(values(&bare, "cache-control"), ["private"]);
+        assert_eq!(values(&bare, "vary"), ["Cookie"]);
+        let mut no_store = response(&[("Cache-Control", "no-store"), ("Vary", "*")]);
+        keep_private(&mut no_store, CachePolicy::Private);
+        assert_eq!(values(&no_store, "cache-control"), ["no-store"]);
+        assert_eq!(values(&no_store, "vary"), ["*"]);
+        let mut theirs = response(&[("Cache-Control", "public, max-age=60")]);
+        keep_private(&mut theirs, CachePolicy::Upstream);
+        assert_eq!(values(&theirs, "cache-control"), ["public, max-age=60"]);
+    }
+
+    #[test]
+    fn responses_setting_our_cookies_are_never_stored() {
+        let mut r = response(&[
+            ("Cache-Control", "public, max-age=3600"),
+            ("Expires", "Wed, 21 Oct 2099 07:28:00 GMT"),
+            ("CDN-Cache-Control", "max-age=600"),
+        ]);
+        forbid_storage(&mut r);
+        assert_eq!(values(&r, "cache-control"), ["no-store"]);
+        assert!(values(&r, "expires").is_empty());
+        assert!(values(&r, "cdn-cache-control").is_empty());
+    }
+}
