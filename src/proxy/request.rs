@@ -178,6 +178,7 @@ fn read_authority(
     let mut host_lines = hosts.iter();
     let host = match (host_lines.next(), host_lines.next()) {
         (_, Some(_)) => return Err(Refused::SeveralHosts),
+        (None, _) if req.version == http::Version::HTTP_11 => return Err(Refused::MissingHost),
         (one, None) => one,
     };
     if trusted {
