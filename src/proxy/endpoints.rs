@@ -420,12 +420,11 @@ fn hint_cookies(
 
 /// `Set-Cookie` values deleting the id_token hint, every chunk present and the first in any case.
 fn clear_hint_cookies(gw: &Gateway, info: &RequestInfo) -> Vec<String> {
-    let spec = hint_cookie_spec(gw, info);
-    let name = hint_cookie_name(gw);
-    let n = cookies::present_chunks(&info.cookies, &name).max(1);
-    (0..n)
-        .map(|i| spec.delete(&cookies::chunk_name(&name, i)))
-        .collect()
+    cookies::delete_chunked(
+        &hint_cookie_spec(gw, info),
+        &hint_cookie_name(gw),
+        &info.cookies,
+    )
 }
 
 /// Claims the configuration reads: the ones routes turn into headers or rules on, and those the

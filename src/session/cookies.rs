@@ -285,6 +285,12 @@ pub fn write_chunked(
     Ok(out)
 }
 
+/// `Set-Cookie` values deleting `name`: every chunk the request has, and the first one in any case.
+pub fn delete_chunked(spec: &CookieSpec, name: &str, cookies: &[(String, String)]) -> Vec<String> {
+    let n = present_chunks(cookies, name).max(1);
+    (0..n).map(|i| spec.delete(&chunk_name(name, i))).collect()
+}
+
 /// Indices of the chunks of `base` present in the request, to delete the ones a new value no longer uses.
 pub fn present_chunks(cookies: &[(String, String)], base: &str) -> usize {
     (0..=MAX_CHUNKS)

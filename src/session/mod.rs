@@ -144,11 +144,7 @@ impl SessionManager {
 
     /// `Set-Cookie` values deleting the session, every chunk present and the first one in any case.
     pub fn clear(&self, spec: &CookieSpec, cookies: &[(String, String)]) -> Vec<String> {
-        let name = spec.name(&self.config.cookie_name);
-        let n = cookies::present_chunks(cookies, &name).max(1);
-        (0..n)
-            .map(|i| spec.delete(&cookies::chunk_name(&name, i)))
-            .collect()
+        cookies::delete_chunked(spec, &spec.name(&self.config.cookie_name), cookies)
     }
 
     pub fn seal<T: serde::Serialize>(&self, purpose: Purpose, value: &T) -> String {
