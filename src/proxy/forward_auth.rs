@@ -86,6 +86,32 @@ pub fn parse_original_uri(value: &[u8]) -> Result<OriginalUri, UriRefused> {
     Ok(OriginalUri { path, query })
 }
 
+/// The header carrying the request's `Cookie` line without Passerelle's cookies, on every 2xx answer, for
+/// the front proxy to forward instead of the browser's (nginx: `auth_request_set` then
+/// `proxy_set_header Cookie`): the app behind a forward-auth deployment never sees the session either.
+pub const APP_COOKIE_HEADER: &str = "x-passerelle-app-cookie";
+
+/// A 2xx answer, with the app's cookies for the front proxy to forward.
+fn allowed(gw: &Gateway, req: &RequestHeader, body: &str) -> Reply {
+    let lines: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let app_cookies = match gw.own_cookies.strip(lines.iter().copied()) {
+        Some(kept) => kept,
+        None => lines.join(b"; ".as_slice()),
+    };
+    let reply = Reply::text(200, body);
+    match http::HeaderValue::from_bytes(&app_cookies) {
+        Ok(value) if !app_cookies.is_empty() => {
+            reply.header_value(http::HeaderName::from_static(APP_COOKIE_HEADER), value)
+        }
+        _ => reply,
+    }
+}
+
 pub fn forward_auth(gw: &Gateway, info: &RequestInfo, req: &RequestHeader) -> Reply {
     let original = match original_uri(req, gw.config.server.forward_auth_uri_header, info.trusted) {
         Ok(o) => o,
@@ -101,14 +127,14 @@ pub fn forward_auth(gw: &Gateway, info: &RequestInfo, req: &RequestHeader) -> Re
         return Reply::text(404, "no route");
     };
     if route.auth == AuthMode::Public {
-        return Reply::text(200, "public");
+        return allowed(gw, req, "public");
     }
     let spec = gw.cookie_spec(info.secure);
     let (session, refresh) = match gw.sessions.load(&info.cookies, &spec) {
         SessionState::Valid { session, refresh } if route.providers.contains(&session.provider) => {
             (session, refresh)
         }
-        _ if route.auth == AuthMode::Optional => return Reply::text(200, "anonymous"),
+        _ if route.auth == AuthMode::Optional => return allowed(gw, req, "anonymous"),
         _ => return Reply::text(401, "authentication required"),
     };
     match access::decide(route, &session) {
@@ -116,7 +142,7 @@ pub fn forward_auth(gw: &Gateway, info: &RequestInfo, req: &RequestHeader) -> Re
         Err(Refusal::StepUp) => return Reply::text(401, "insufficient scope"),
         Err(_) => return Reply::text(403, "forbidden"),
     }
-    let mut reply = Reply::text(200, "ok");
+    let mut reply = allowed(gw, req, "ok");
     for (name, value) in session
         .rendered
         .get_or_render(route.index, || render_headers(route, &session.claims))
