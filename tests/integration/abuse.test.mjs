@@ -756,6 +756,8 @@ test('abuse (C6) response headers: no-store on login, callback, userinfo and aut
     writtenBy: 'tests/integration/abuse.test.mjs',
     port,
     adminPort,
+    // Forward-auth is answered to a trusted front proxy only (here, the test itself on loopback).
+    extraServer: 'trusted_proxies = ["127.0.0.1/32"]\n',
     providers: [
       providerToml('op', 'oidc', op, { auth_method: 'client_secret_basic', display_name: 'Fournisseur A' }),
       providerToml('op2', 'oidc', op2, { auth_method: 'client_secret_basic', display_name: 'Fournisseur B' }),
@@ -808,7 +810,8 @@ auth = "public"
     ['auth with a session', person, `${PREFIX}/auth`, 200],
     ['auth without a session', stranger, `${PREFIX}/auth`, 401],
   ]) {
-    const res = await who.api(`${base}${path}`);
+    const headers = path.endsWith('/auth') ? { 'X-Original-URI': '/app/headers' } : {};
+    const res = await who.api(`${base}${path}`, { headers });
     assert.equal(res.status, status, `${what}: ${res.status}`);
     assertNoStore(res, what);
   }

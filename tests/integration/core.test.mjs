@@ -217,7 +217,8 @@ test('(c) spoofed identity headers never reach the upstream, logged in or not, p
 
 // (c2) -----------------------------------------------------------------------------------------------------------
 test('(c2) spoofed identity headers on CORS preflights and on Passerelle\'s own endpoints are never believed', async (t) => {
-  const s = await startStack(t);
+  // Behind a trusted front proxy (loopback), as forward-auth is only answered to one.
+  const s = await startStack(t, { config: { extraServer: 'trusted_proxies = ["127.0.0.1/32"]\n' } });
   const preflight = [['Origin', 'https://evil.example'], ['Access-Control-Request-Method', 'POST'],
     ['Access-Control-Request-Headers', 'x-auth-sub'], ...SPOOFED];
 
@@ -246,14 +247,14 @@ test('(c2) spoofed identity headers on CORS preflights and on Passerelle\'s own 
   const info = JSON.parse(res.body);
   assert.equal(info.claims.sub, alice.sub, 'userinfo shows the session\'s sub');
   assert.ok(!res.body.includes('evil'), `a spoofed value leaked into userinfo: ${res.body}`);
-  res = await s.person.request(`${s.base}${PREFIX}/auth`, { headers: [['Accept', '*/*'], ...SPOOFED] });
+  res = await s.person.request(`${s.base}${PREFIX}/auth`, { headers: [['Accept', '*/*'], ['X-Original-URI', '/app/api'], ...SPOOFED] });
   assert.equal(res.status, 200, `forward-auth: ${res.status}`);
   assert.equal(res.headers['x-auth-sub'], alice.sub, 'forward-auth answers the session\'s sub');
   for (const [name, value] of Object.entries(res.headers)) {
     assert.ok(!/^x[-_]auth[-_]/i.test(name) || !SPOOFED.some(([, v]) => v === value), `forward-auth echoed a spoofed ${name}: ${value}`);
   }
   // And without a session, spoofed headers do not make forward-auth say yes.
-  res = await createPerson().request(`${s.base}${PREFIX}/auth`, { headers: [['Accept', '*/*'], ...SPOOFED] });
+  res = await createPerson().request(`${s.base}${PREFIX}/auth`, { headers: [['Accept', '*/*'], ['X-Original-URI', '/app/api'], ...SPOOFED] });
   assert.equal(res.status, 401, `forward-auth without a session: ${res.status}`);
   assert.equal(res.headers['x-auth-sub'], undefined);
 });

@@ -497,15 +497,17 @@ test('(g6) forward-auth /.passerelle/auth: 401 without a session, 200 with the r
     assert.equal(s.upstream.requests.length, before, 'forward-auth is answered by Passerelle, not proxied');
   });
 
-  await t.test('untrusted peer: uri is ignored, the route for / decides', async (st) => {
+  await t.test('untrusted peer: 400 with or without a session, never a decision for another route', async (st) => {
     const s = await startStack(st);
     const pub = await forwardAuth(s.person, s.base, '/public/x');
-    assert.equal(pub.status, 401, `uri=/public/x from an untrusted peer must be ignored (route / requires a session), got ${pub.status}`);
+    assert.equal(pub.status, 400, `an original URI from an untrusted peer is not believed: 400, got ${pub.status}`);
+    const bare = await s.person.request(`${s.base}${PREFIX}/auth`, { headers: { Accept: '*/*' } });
+    assert.equal(bare.status, 400, `no original URI at all: 400, not the route for / (got ${bare.status})`);
     const login = await s.person.login(`${s.base}/app`, 'alice');
     assert.equal(login.status, 200);
-    const ok = await forwardAuth(s.person, s.base, '/public/x');
-    assert.equal(ok.status, 200, `${ok.status} ${ok.body.slice(0, 200)}`);
-    assert.equal(ok.headers['x-auth-sub'], alice.sub, 'the headers of the route for / (uri ignored)');
+    const ok = await forwardAuth(s.person, s.base, '/app/x');
+    assert.equal(ok.status, 400, `with a session, still 400 from an untrusted peer: ${ok.status} ${ok.body.slice(0, 200)}`);
+    assert.deepEqual(identityLines(ok.rawHeaders), [], 'no identity header on a refusal');
   });
 });
 
