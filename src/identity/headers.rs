@@ -96,22 +96,33 @@ pub fn render_headers(
 }
 
 /// Renders a claim value as header bytes in the configured encoding. Control characters never pass:
-/// a claim must not be able to inject a header line.
+/// a claim must not be able to inject a header line, nor a line break for a reader that honours Unicode
+/// ones (NEL, U+2028, U+2029). Each encoding is unambiguous: in `rfc2047`, a value that already looks like
+/// an encoded word (`=?UTF-8?B?YWRtaW4=?=`) is encoded too, or the app would decode it into another value.
 pub fn encode_value(value: &str, encoding: HeaderEncoding) -> Vec<u8> {
-    let ascii_safe = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let plain_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b)) && !value.contains("=?");
     match encoding {
         HeaderEncoding::Base64 => base64::engine::general_purpose::STANDARD
             .encode(value)
             .into_bytes(),
         HeaderEncoding::Percent => percent(value),
-        HeaderEncoding::Utf8 => value.bytes().filter(|b| *b >= 0x20 && *b != 0x7f).collect(),
-        HeaderEncoding::Rfc2047 if ascii_safe => value.as_bytes().to_vec(),
+        HeaderEncoding::Utf8 => {
+            let mut out = String::with_capacity(value.len());
+            out.extend(value.chars().filter(|c| !is_line_break_or_control(*c)));
+            out.into_bytes()
+        }
+        HeaderEncoding::Rfc2047 if plain_ascii => value.as_bytes().to_vec(),
         HeaderEncoding::Rfc2047 => format!(
             "=?UTF-8?B?{}?=",
             base64::engine::general_purpose::STANDARD.encode(value)
         )
         .into_bytes(),
     }
+}
+
+/// C0, DEL, C1 (NEL, U+0085, included) and the Unicode line and paragraph separators.
+fn is_line_break_or_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Percent-encodes non-ASCII bytes, controls and `%` itself, so the encoding is reversible.
@@ -151,6 +162,35 @@ mod tests {
         }
         for name in ["Accept", "X-Request-Id", "Authorization", "X-Authorized"] {
             assert!(!f.is_identity(name), "{name} must pass");
+        }
+    }
+
+    #[test]
+    fn rfc2047_encodes_what_already_looks_like_an_encoded_word() {
+        for value in ["=?UTF-8?B?YWRtaW4=?=", "=?utf-8?q?admin?=", "x =?", "=?"] {
+            let out = encode_value(value, HeaderEncoding::Rfc2047);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+            assert_eq!(out, format!("=?UTF-8?B?{b64}?=").into_bytes(), "{value}");
+        }
+        assert_eq!(encode_value("admin", HeaderEncoding::Rfc2047), b"admin");
+        assert_eq!(encode_value("a=b?c", HeaderEncoding::Rfc2047), b"a=b?c");
+    }
+
+    #[test]
+    fn utf8_drops_every_control_and_unicode_line_break() {
+        let value = "a\u{0}b\nc\rd\u{7f}e\u{85}f\u{9f}g\u{2028}h\u{2029}i\u{80}é";
+        assert_eq!(
+            String::from_utf8(encode_value(value, HeaderEncoding::Utf8)).unwrap(),
+            "abcdefghié"
+        );
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            let out = encode_value(&format!("<{c}>"), HeaderEncoding::Utf8);
+            let out = String::from_utf8(out).unwrap();
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                assert_eq!(out, "<>", "U+{:04X} must not pass", c as u32);
+            } else {
+                assert_eq!(out, format!("<{c}>"), "U+{:04X} must pass", c as u32);
+            }
         }
     }
 
