@@ -106,17 +106,20 @@ pub fn normalise_host_name(name: &str) -> Result<String, HostError> {
     {
         return Err(HostError::ForbiddenByte);
     }
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
+    if name.is_empty() || name == "." {
         return Err(HostError::Empty);
     }
     // The WHATWG host parser: UTS 46 (IDNA) mapping to punycode, lower case, IPv4 in its canonical
     // dotted form (`0x7f.1` is 127.0.0.1, as browsers read it).
-    let ascii = match url::Host::parse(name).map_err(|_| HostError::BadName)? {
+    let mut ascii = match url::Host::parse(name).map_err(|_| HostError::BadName)? {
         url::Host::Domain(domain) => domain,
         url::Host::Ipv4(address) => return Ok(address.to_string()),
         url::Host::Ipv6(_) => return Err(HostError::BadIpv6),
     };
+    // One trailing dot, dropped after the mapping so that every spelling of it counts (`。`, `．`).
+    if ascii.ends_with('.') {
+        ascii.pop();
+    }
     let valid = ascii.len() <= 253
         && ascii.split('.').all(|label| {
             !label.is_empty()
@@ -145,6 +148,8 @@ mod tests {
             ("b.example", "b.example"),
             ("B.EXAMPLE", "b.example"),
             ("b.example.", "b.example"),
+            ("B.EXAMPLE\u{3002}", "b.example"),
+            ("b.example\u{ff0e}", "b.example"),
             ("b.example.:8080", "b.example:8080"),
             ("B.Example.:80", "b.example:80"),
             ("b.example:0080", "b.example:80"),
@@ -173,6 +178,8 @@ mod tests {
             "",
             ".",
             "b.example..",
+            "b.example\u{3002}.",
+            "\u{3002}",
             ".b.example",
             "b..example",
             "b.example/x",
