@@ -72,7 +72,6 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
         .iter()
         .flat_map(|v| {
             String::from_utf8_lossy(v.as_bytes())
-                .into_owned()
                 .split(',')
                 .map(|d| d.trim().to_string())
                 .collect::<Vec<_>>()
