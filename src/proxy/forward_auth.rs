@@ -93,15 +93,15 @@ pub const APP_COOKIE_HEADER: &str = "x-passerelle-app-cookie";
 
 /// A 2xx answer, with the app's cookies for the front proxy to forward.
 fn allowed(gw: &Gateway, req: &RequestHeader, body: &str) -> Reply {
-    let lines: Vec<&[u8]> = req
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let app_cookies = match gw.own_cookies.strip(lines.iter().copied()) {
+    let app_cookies = match gw.own_cookies.strip_request(&req.headers) {
         Some(kept) => kept,
-        None => lines.join(b"; ".as_slice()),
+        None => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect::<Vec<_>>()
+            .join(b"; ".as_slice()),
     };
     let reply = Reply::text(200, body);
     match http::HeaderValue::from_bytes(&app_cookies) {

@@ -564,16 +564,7 @@ impl Gateway {
     /// the id_token hint (oauth2-proxy #388; mod_auth_openidc `OIDCStripCookies`). On bytes, so a cookie
     /// of the app's that is not ASCII neither hides ours nor gets lost.
     fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
-        let kept = {
-            let lines: Vec<&[u8]> = upstream
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect();
-            self.own_cookies.strip(lines.iter().copied())
-        };
-        let Some(kept) = kept else {
+        let Some(kept) = self.own_cookies.strip_request(&upstream.headers) else {
             return;
         };
         upstream.remove_header(&http::header::COOKIE);

@@ -66,18 +66,7 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
     if policy == CachePolicy::Upstream {
         return;
     }
-    let directives: Vec<String> = response
-        .headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .flat_map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .split(',')
-                .map(|d| d.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|d| !d.is_empty())
-        .collect();
+    let directives = comma_list(response, http::header::CACHE_CONTROL);
     let name = |d: &str| {
         d.split('=')
             .next()
@@ -101,19 +90,24 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
     remove_cdn_cache_headers(response);
 }
 
-fn add_vary_cookie(response: &mut ResponseHeader) {
-    let values: Vec<String> = response
+/// The members of a comma-separated header, over all its lines, trimmed, empty ones left out.
+fn comma_list(response: &ResponseHeader, name: http::HeaderName) -> Vec<String> {
+    response
         .headers
-        .get_all(http::header::VARY)
+        .get_all(name)
         .iter()
         .flat_map(|v| {
             String::from_utf8_lossy(v.as_bytes())
                 .split(',')
-                .map(|f| f.trim().to_string())
+                .map(|m| m.trim().to_string())
                 .collect::<Vec<_>>()
         })
-        .filter(|f| !f.is_empty())
-        .collect();
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+fn add_vary_cookie(response: &mut ResponseHeader) {
+    let values = comma_list(response, http::header::VARY);
     if values
         .iter()
         .any(|f| f == "*" || f.eq_ignore_ascii_case("cookie"))

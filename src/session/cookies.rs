@@ -107,6 +107,16 @@ impl OwnCookieNames {
         self.classify(inner)
     }
 
+    /// [`Self::strip`] over a request's `Cookie` lines.
+    pub fn strip_request(&self, headers: &http::HeaderMap) -> Option<Vec<u8>> {
+        let lines: Vec<&[u8]> = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        self.strip(lines.iter().copied())
+    }
+
     /// The `Cookie` header lines without Passerelle's cookies, as one line; `None` when none of them was
     /// there (the header is then forwarded untouched). Works on bytes: a pair that is not UTF-8 is the
     /// app's and passes as it came.
