@@ -141,34 +141,28 @@ for (const format of FORMATS) {
   });
 }
 
+/** A route /<encoding> forwarding the names in that header_encoding. */
+function namesRoute(encoding) {
+  return `[[route]]
+path = ${tv(`/${encoding}`)}
+upstream = "UPSTREAM"
+auth = "required"
+providers = [${tv(PROVIDER)}]
+scopes = ["profile"]
+header_encoding = ${tv(encoding)}
+[route.headers]
+"X-Auth-Family-Name" = "family_name"
+"X-Auth-Given-Name" = "given_name"
+`;
+}
+
 test('(11) header encodings are unambiguous: rfc2047 encodes an encoded-word look-alike, utf8 drops Unicode line breaks', TIMEOUT, async (t) => {
   const encodedWord = '=?UTF-8?B?YWRtaW4=?='; // "admin" once decoded
   const givenName = 'Hél\u2028è\u2029ne\u0085\u0007 W\u007f\u009f';
   const w = await world(t, {
     format: 'json',
     misbehave: { userinfoClaims: (c) => ({ ...c, family_name: encodedWord, given_name: givenName }) },
-    routes: `[[route]]
-path = "/rfc2047"
-upstream = "UPSTREAM"
-auth = "required"
-providers = [${tv(PROVIDER)}]
-scopes = ["profile"]
-header_encoding = "rfc2047"
-[route.headers]
-"X-Auth-Family-Name" = "family_name"
-"X-Auth-Given-Name" = "given_name"
-
-[[route]]
-path = "/utf8"
-upstream = "UPSTREAM"
-auth = "required"
-providers = [${tv(PROVIDER)}]
-scopes = ["profile"]
-header_encoding = "utf8"
-[route.headers]
-"X-Auth-Family-Name" = "family_name"
-"X-Auth-Given-Name" = "given_name"
-`,
+    routes: ['rfc2047', 'utf8'].map(namesRoute).join('\n'),
   });
   const person = createPerson();
   const first = await person.get(`${w.base}/rfc2047/`);
