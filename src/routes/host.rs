@@ -109,12 +109,16 @@ pub fn normalise_host_name(name: &str) -> Result<String, HostError> {
     if name.is_empty() || name == "." {
         return Err(HostError::Empty);
     }
-    // The WHATWG host parser: UTS 46 (IDNA) mapping to punycode, lower case, IPv4 in its canonical
-    // dotted form (`0x7f.1` is 127.0.0.1, as browsers read it).
-    let mut ascii = match url::Host::parse(name).map_err(|_| HostError::BadName)? {
-        url::Host::Domain(domain) => domain,
-        url::Host::Ipv4(address) => return Ok(address.to_string()),
-        url::Host::Ipv6(_) => return Err(HostError::BadIpv6),
+    let mut ascii = if is_canonical_name(name) {
+        name.to_owned()
+    } else {
+        // The WHATWG host parser: UTS 46 (IDNA) mapping to punycode, lower case, IPv4 in its canonical
+        // dotted form (`0x7f.1` is 127.0.0.1, as browsers read it).
+        match url::Host::parse(name).map_err(|_| HostError::BadName)? {
+            url::Host::Domain(domain) => domain,
+            url::Host::Ipv4(address) => return Ok(address.to_string()),
+            url::Host::Ipv6(_) => return Err(HostError::BadIpv6),
+        }
     };
     // One trailing dot, dropped after the mapping so that every spelling of it counts (`。`, `．`).
     if ascii.ends_with('.') {
@@ -132,6 +136,17 @@ pub fn normalise_host_name(name: &str) -> Result<String, HostError> {
         return Err(HostError::BadName);
     }
     Ok(ascii)
+}
+
+/// A name the WHATWG parser would give back unchanged: lower-case letters, digits, `-`, `_` and dots, no
+/// punycode label (its decoding must be checked), and a last label that starts with a letter, so it cannot
+/// be read as an IPv4 number. What almost every request carries, so it skips the IDNA machinery.
+fn is_canonical_name(name: &str) -> bool {
+    let last = name.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    name.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && last.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && !name.split('.').any(|label| label.starts_with("xn--"))
 }
 
 #[cfg(test)]
@@ -170,6 +185,39 @@ mod tests {
         }
         let a = Authority::parse(b"b.example.:8080").unwrap();
         assert_eq!((a.host(), a.port()), ("b.example", Some(8080)));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_whatwg_parser() {
+        for name in [
+            "b.example",
+            "localhost",
+            "a-b.c_d.example",
+            "-a.example",
+            "a--b.example",
+            "x1.example",
+            "b.example.",
+            "a.b.c.d.example",
+        ] {
+            assert!(is_canonical_name(name), "{name}");
+            let parsed = match url::Host::parse(name).unwrap() {
+                url::Host::Domain(d) => d,
+                other => panic!("{name}: {other:?}"),
+            };
+            assert_eq!(parsed, name);
+        }
+        for name in [
+            "B.example",
+            "1.2.3.4",
+            "b.0x7f",
+            "b.1",
+            "xn--bcher-kva.example",
+            "a.xn--zz",
+            "bücher.example",
+            "",
+        ] {
+            assert!(!is_canonical_name(name), "{name}");
+        }
     }
 
     #[test]
