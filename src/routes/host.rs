@@ -111,6 +111,9 @@ pub fn normalise_host_name(name: &str) -> Result<String, HostError> {
     }
     let mut ascii = if is_canonical_name(name) {
         name.to_owned()
+    } else if let Ok(address) = name.parse::<std::net::Ipv4Addr>() {
+        // Dotted decimal without leading zeros: the form the WHATWG parser gives back.
+        return Ok(address.to_string());
     } else {
         // The WHATWG host parser: UTS 46 (IDNA) mapping to punycode, lower case, IPv4 in its canonical
         // dotted form (`0x7f.1` is 127.0.0.1, as browsers read it).
@@ -176,6 +179,9 @@ mod tests {
             ("[0:0::1]:8080", "[::1]:8080"),
             ("[::FFFF:7F00:1]", "[::ffff:127.0.0.1]"),
             ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("127.000.0.1", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
             ("0x7f.1", "127.0.0.1"),
             ("localhost", "localhost"),
             ("my_host.intra", "my_host.intra"),
