@@ -36,6 +36,9 @@
 #   BENCH_THREADS      Passerelle's [server] threads            (default 1, see below)
 #   PASSERELLE_BIN     binary to measure                        (default target/release/passerelle)
 #
+# Before/after: bench/compare.sh OLD_BINARY NEW_BINARY runs this script on both, alternated, and puts the
+# medians side by side (bench/output/compare.md).
+#
 # Server threads: this script sets `[server] threads = 1` by default rather than leaving Passerelle's default
 # (one per core). The reference machine has 2 cores and wrk and the echo upstream (always 1 thread) run on the
 # same machine; one proxy thread keeps the three from fighting over the cores and makes the figures
