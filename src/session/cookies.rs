@@ -109,39 +109,36 @@ impl OwnCookieNames {
 
     /// [`Self::strip`] over a request's `Cookie` lines.
     pub fn strip_request(&self, headers: &http::HeaderMap) -> Option<Vec<u8>> {
-        let lines: Vec<&[u8]> = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        self.strip(lines.iter().copied())
+        self.strip(
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
     }
 
     /// The `Cookie` header lines without Passerelle's cookies, as one line; `None` when none of them was
     /// there (the header is then forwarded untouched). Works on bytes: a pair that is not UTF-8 is the
-    /// app's and passes as it came.
-    pub fn strip<'a>(&self, lines: impl Iterator<Item = &'a [u8]> + Clone) -> Option<Vec<u8>> {
-        let pairs = || {
-            lines
-                .clone()
-                .flat_map(|line| line.split(|b| *b == b';'))
-                .map(<[u8]>::trim_ascii)
-                .filter(|pair| !pair.is_empty())
-        };
-        fn name_of(pair: &[u8]) -> &[u8] {
-            pair.split(|b| *b == b'=').next().unwrap_or(b"")
-        }
-        if !pairs().any(|p| self.classify(name_of(p)).is_some()) {
-            return None;
-        }
+    /// app's and passes as it came. One pass, on every proxied request.
+    pub fn strip<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
         let mut kept = Vec::new();
-        for pair in pairs().filter(|p| self.classify(name_of(p)).is_none()) {
+        let mut found = false;
+        for pair in lines.flat_map(|line| line.split(|b| *b == b';')) {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split(|b| *b == b'=').next().unwrap_or(b"");
+            if self.classify(name).is_some() {
+                found = true;
+                continue;
+            }
             if !kept.is_empty() {
                 kept.extend_from_slice(b"; ");
             }
             kept.extend_from_slice(pair);
         }
-        Some(kept)
+        found.then_some(kept)
     }
 }
 
