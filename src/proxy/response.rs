@@ -67,27 +67,37 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
         return;
     }
     let directives = comma_list(response, http::header::CACHE_CONTROL);
-    let name = |d: &str| {
-        d.split('=')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    };
-    let mut rewritten: Vec<String> = directives
+    let kept: Vec<&str> = directives
         .iter()
-        .filter(|d| !matches!(name(d).as_str(), "public" | "s-maxage" | "proxy-revalidate"))
-        .cloned()
+        .map(String::as_str)
+        .filter(|d| !directive_is(d, &["public", "s-maxage", "proxy-revalidate"]))
         .collect();
-    if !rewritten
+    let private = kept
         .iter()
-        .any(|d| matches!(name(d).as_str(), "private" | "no-store"))
-    {
-        rewritten.insert(0, "private".to_string());
+        .any(|d| directive_is(d, &["private", "no-store"]));
+    if !private || kept.len() != directives.len() {
+        let value = match private {
+            true => kept.join(", "),
+            false => ["private"]
+                .iter()
+                .chain(&kept)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let _ = response.insert_header(http::header::CACHE_CONTROL, value);
     }
-    let _ = response.insert_header(http::header::CACHE_CONTROL, rewritten.join(", "));
-    add_vary_cookie(response);
+    // A response no cache may store needs no cache key.
+    if !kept.iter().any(|d| directive_is(d, &["no-store"])) {
+        add_vary_cookie(response);
+    }
     remove_cdn_cache_headers(response);
+}
+
+/// Whether a `Cache-Control` directive (`name` or `name=value`) is one of `names`, in any case.
+fn directive_is(directive: &str, names: &[&str]) -> bool {
+    let name = directive.split('=').next().unwrap_or("").trim();
+    names.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// The members of a comma-separated header, over all its lines, trimmed, empty ones left out.
