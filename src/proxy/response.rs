@@ -76,15 +76,12 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
         .iter()
         .any(|d| directive_is(d, &["private", "no-store"]));
     if !private || kept.len() != directives.len() {
-        let value = match private {
-            true => kept.join(", "),
-            false => ["private"]
-                .iter()
-                .chain(&kept)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
+        let lead = (!private).then_some("private");
+        let value = lead
+            .into_iter()
+            .chain(kept.iter().copied())
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = response.insert_header(http::header::CACHE_CONTROL, value);
     }
     // A response no cache may store needs no cache key.
