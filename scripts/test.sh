@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Passerelle: Rust unit tests, then the integration tests that start the real binary
 # against a real OpenID provider (the npm package oidc-provider), and a real-browser sign-in in Debian's Chromium.
-# Installs what it needs (cmake, node, chromium, nginx from apt; npm packages from tests/package-lock.json).
+# Installs what it needs (cmake, node, chromium, nginx, redis from apt; npm packages from tests/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,9 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v openssl >/dev/null || need_apt+=(openssl)     # the CONNECT-tunnel test makes a throw-away CA
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)          # the real-browser test (tests/browser/), via playwright-core
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)         # forward-auth through a real nginx auth_request (tests/integration/boundary.test.mjs)
+[ -x /usr/bin/redis-server ] || need_apt+=(redis-server)  # shared sessions (tests/integration/sessions*.test.mjs)
+[ -x /usr/bin/redis-sentinel ] || need_apt+=(redis-sentinel)
+[ -x /usr/bin/redis-cli ] || need_apt+=(redis-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -142,6 +142,7 @@ mod tests {
             requested_acr: vec![],
             created: 0,
             last_seen: 0,
+            id_token: None,
             rendered: Default::default(),
         }
     }

@@ -1,21 +1,28 @@
-//! The admin listener: `/health` (the process answers), `/ready` (listeners are up), `/metrics`
-//! (Prometheus text format). Kept off the public listener so it is never exposed by accident.
+//! The admin listener: `/health` (the process answers), `/ready` (listeners are up and, with Redis,
+//! Redis answers), `/metrics` (Prometheus text format), and with `server.admin_token` the session API:
+//! `GET /sessions?sub=…` lists a subject's sessions, `POST /sessions/revoke?sub=…` or `?id=…` ends them
+//! on every replica. Kept off the public listener so it is never exposed by accident.
 
+use crate::config::Secret;
+use crate::session::shared::LATENCY_BUCKETS_MS;
+use crate::session::{Cause, Shared};
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 #[derive(Default)]
 pub struct Metrics {
     pub requests: AtomicU64,
     pub logins_ok: AtomicU64,
     /// By [`crate::oidc::FAILURE_REASONS`].
-    pub logins_failed: [AtomicU64; 8],
+    pub logins_failed: [AtomicU64; 9],
     pub sessions_invalid: AtomicU64,
     pub sessions_expired: AtomicU64,
+    pub sessions_revoked: AtomicU64,
     pub responses_5xx: AtomicU64,
     /// Requests answered before routing, by reason: what probing and smuggling attempts look like.
     pub refused_path: AtomicU64,
@@ -55,6 +62,11 @@ impl Metrics {
                 "passerelle_sessions_expired_total",
                 "Sessions past their idle or absolute lifetime.",
                 &self.sessions_expired,
+            ),
+            line(
+                "passerelle_sessions_revoked_presented_total",
+                "Requests presenting a session revoked by logout, an administrator or the provider.",
+                &self.sessions_revoked,
             ),
             line(
                 "passerelle_responses_5xx_total",
@@ -111,18 +123,173 @@ fn labelled<'a>(
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
+    pub shared: Option<Arc<Shared>>,
+    pub token: Option<Secret>,
+    /// Provider names: a subject is looked up under each.
+    pub providers: Vec<String>,
+}
+
+impl Admin {
+    async fn ready(&self) -> (u16, Vec<u8>) {
+        match &self.shared {
+            None => (200, b"ok\n".to_vec()),
+            Some(shared) => match shared.cmd::<String>(redis::cmd("PING")).await {
+                Ok(_) => (
+                    200,
+                    format!("ok\nredis: up ({})\n", shared.link.kind).into_bytes(),
+                ),
+                Err(e) => (503, format!("not ready\nredis: {e}\n").into_bytes()),
+            },
+        }
+    }
+
+    async fn store_metrics(&self) -> String {
+        let Some(shared) = &self.shared else {
+            return String::new();
+        };
+        let stats = &shared.stats;
+        let mut out = String::new();
+        out.push_str("# HELP passerelle_store_errors_total Redis operations that failed or timed out.\n# TYPE passerelle_store_errors_total counter\n");
+        out.push_str(&format!(
+            "passerelle_store_errors_total {}\n",
+            stats.errors.load(Ordering::Relaxed)
+        ));
+        out.push_str(&labelled(
+            "passerelle_revocations_total",
+            "Sessions revoked, by cause.",
+            Cause::ALL
+                .iter()
+                .zip(&stats.revocations)
+                .map(|(c, v)| (c.label(), v)),
+        ));
+        out.push_str("# HELP passerelle_store_latency_seconds Latency of Redis operations.\n# TYPE passerelle_store_latency_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += stats.latency[i].load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "passerelle_store_latency_seconds_bucket{{le=\"{}\"}} {cumulative}\n",
+                *bound as f64 / 1000.0
+            ));
+        }
+        cumulative += stats.latency[LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "passerelle_store_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}\npasserelle_store_latency_seconds_sum {}\npasserelle_store_latency_seconds_count {cumulative}\n",
+            stats.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        if shared.config.store == crate::config::SessionStore::Redis {
+            out.push_str("# HELP passerelle_sessions_active Live server-side sessions, by provider.\n# TYPE passerelle_sessions_active gauge\n");
+            for p in &self.providers {
+                if let Ok(n) = shared.active(p).await {
+                    out.push_str(&format!(
+                        "passerelle_sessions_active{{provider=\"{p}\"}} {n}\n"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn authorised(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return false;
+        };
+        let expected = format!("Bearer {}", token.expose());
+        let mut given = session
+            .req_header()
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter();
+        match (given.next(), given.next()) {
+            (Some(v), None) => v.as_bytes().ct_eq(expected.as_bytes()).into(),
+            _ => false,
+        }
+    }
+
+    /// The session API. Every answer is JSON; every revocation is logged by the store, with its cause.
+    async fn sessions_api(&self, session: &ServerSession, path: &str) -> (u16, Vec<u8>) {
+        let json = |status: u16, value: serde_json::Value| (status, value.to_string().into_bytes());
+        let (Some(shared), Some(_)) = (&self.shared, &self.token) else {
+            return json(
+                404,
+                serde_json::json!({"error": "the session API needs server.admin_token and [session.redis]"}),
+            );
+        };
+        if !self.authorised(session) {
+            tracing::warn!(target: "audit", "session API: missing or wrong bearer token");
+            return json(401, serde_json::json!({"error": "unauthorized"}));
+        }
+        let query = session.req_header().uri.query().unwrap_or("");
+        let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let param = |name: &str| -> Option<String> {
+            let mut values = params
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.clone());
+            match (values.next(), values.next()) {
+                (Some(v), None) if !v.is_empty() && v.len() <= 1024 => Some(v),
+                _ => None,
+            }
+        };
+        let providers: Vec<String> = match param("provider") {
+            Some(p) if self.providers.contains(&p) => vec![p],
+            Some(_) => return json(400, serde_json::json!({"error": "unknown provider"})),
+            None => self.providers.clone(),
+        };
+        let method = session.req_header().method.clone();
+        let result = match (path, method.as_str(), param("sub"), param("id")) {
+            ("/sessions", "GET", Some(sub), None) => shared
+                .sessions_of(&providers, &sub)
+                .await
+                .map(|list| json(200, serde_json::json!({ "sessions": list }))),
+            ("/sessions/revoke", "POST", Some(sub), None) => {
+                tracing::info!(target: "audit", providers = ?providers, "session API: revoke every session of a subject");
+                shared
+                    .revoke_subject(&providers, &sub, Cause::Admin)
+                    .await
+                    .map(|n| json(200, serde_json::json!({ "revoked": n })))
+            }
+            ("/sessions/revoke", "POST", None, Some(id)) if id.len() <= 64 => {
+                tracing::info!(target: "audit", session = %id, "session API: revoke one session");
+                shared
+                    .revoke(&id, None, None, Cause::Admin)
+                    .await
+                    .map(|()| json(200, serde_json::json!({ "revoked": 1 })))
+            }
+            ("/sessions", _, _, _) | ("/sessions/revoke", _, _, _) => {
+                return json(
+                    400,
+                    serde_json::json!({"error": "GET /sessions?sub=SUB, or POST /sessions/revoke?sub=SUB or ?id=ID ([&provider=NAME])"}),
+                )
+            }
+            _ => return json(404, serde_json::json!({"error": "not found"})),
+        };
+        result.unwrap_or_else(|e| json(503, serde_json::json!({"error": e.to_string()})))
+    }
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = match session.req_header().uri.path() {
-            "/health" | "/ready" => (200, "text/plain", b"ok\n".to_vec()),
+        let path = session.req_header().uri.path().to_string();
+        let (status, content_type, body) = match path.as_str() {
+            "/health" => (200, "text/plain", b"ok\n".to_vec()),
+            "/ready" => {
+                let (status, body) = self.ready().await;
+                (status, "text/plain", body)
+            }
             "/metrics" => (
                 200,
                 "text/plain; version=0.0.4",
-                self.metrics.render().into_bytes(),
+                [self.metrics.render(), self.store_metrics().await]
+                    .concat()
+                    .into_bytes(),
             ),
+            p if p == "/sessions" || p.starts_with("/sessions/") => {
+                let (status, body) = self.sessions_api(session, p).await;
+                (status, "application/json", body)
+            }
             _ => (404, "text/plain", b"not found\n".to_vec()),
         };
         crate::small_app::response(status, content_type, body)

@@ -42,6 +42,37 @@ enum Command {
     },
     /// Print a fresh session key (32 random bytes, base64).
     Keygen,
+    /// List or revoke server-side sessions, through the admin listener's session API (needs
+    /// `server.admin_listen`, `server.admin_token` and `[session.redis]`).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// The live sessions of a subject.
+    List {
+        #[arg(long)]
+        sub: String,
+        /// Only this provider's sessions (default: every provider).
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// End sessions on every replica: every session of a subject, or one by id.
+    Revoke {
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        sub: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +87,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         (Some(Command::Check { config, online }), _) => check(&config, online),
+        (Some(Command::Sessions { action }), _) => sessions(action),
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!("usage: passerelle run --config FILE   (or: passerelle check --config FILE, passerelle keygen)");
@@ -86,6 +118,15 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
+        if let Some(redis) = &config.session.redis {
+            match describe_redis(redis, &config.session) {
+                Ok(found) => println!("session store: {found}"),
+                Err(e) => {
+                    eprintln!("error: {}: session.redis: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
     }
     let providers: Vec<String> = config
         .providers
@@ -98,7 +139,131 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
         config.routes.len(),
         providers.join(", ")
     );
+    let origin = config
+        .server
+        .public_url
+        .as_ref()
+        .map(|u| u.origin())
+        .unwrap_or_else(|| "https://<public host>".into());
+    println!(
+        "back-channel logout URL to register at providers that send it (Keycloak / NC Connect v3): {origin}{}/backchannel-logout",
+        config.server.prefix
+    );
+    if config.session.redis.is_none() {
+        println!("sessions: in cookies only; logout ends the browser's copy (set [session.redis] to revoke on every replica)");
+    }
     ExitCode::SUCCESS
+}
+
+/// Connects to Redis as `run` would, and says what answered.
+fn describe_redis(
+    redis: &config::RedisConfig,
+    session: &config::SessionConfig,
+) -> Result<String, String> {
+    let shared =
+        passerelle::session::Shared::new(redis, session.clone()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(shared.describe())
+        .map_err(|e| e.to_string())
+}
+
+/// Calls the admin listener's session API and prints its JSON answer.
+fn sessions(action: SessionsAction) -> ExitCode {
+    let (path, method, route, mut params) = match action {
+        SessionsAction::List {
+            sub,
+            provider,
+            config,
+        } => (
+            config,
+            "GET",
+            "/sessions",
+            vec![("sub", sub), ("provider", provider.unwrap_or_default())],
+        ),
+        SessionsAction::Revoke {
+            sub,
+            id,
+            provider,
+            config,
+        } => (
+            config,
+            "POST",
+            "/sessions/revoke",
+            vec![
+                ("sub", sub.unwrap_or_default()),
+                ("id", id.unwrap_or_default()),
+                ("provider", provider.unwrap_or_default()),
+            ],
+        ),
+    };
+    params.retain(|(_, v)| !v.is_empty());
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (Some(admin), Some(token)) = (config.server.admin_listen, &config.server.admin_token)
+    else {
+        eprintln!(
+            "error: {}: the session API needs server.admin_listen and server.admin_token",
+            path.display()
+        );
+        return ExitCode::from(1);
+    };
+    let host = match admin.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], admin.port()))
+        }
+        ip if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, admin.port()))
+        }
+        _ => admin,
+    };
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let url = format!("http://{host}{route}?{query}");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .no_proxy()
+            .build()?;
+        let request = match method {
+            "POST" => client.post(&url),
+            _ => client.get(&url),
+        };
+        let response = request.bearer_auth(token.expose()).send().await?;
+        let status = response.status();
+        Ok::<_, reqwest::Error>((status, response.text().await?))
+    });
+    match answer {
+        Ok((status, body)) => {
+            println!("{body}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: the admin listener answered {status}");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot reach the admin listener at {host}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn run(path: &std::path::Path) -> ExitCode {

@@ -63,6 +63,16 @@ pub fn preflight(config: &Config) -> Result<(), StartError> {
     })
 }
 
+/// Subscribes to the revocation channel for the life of the process.
+struct RevocationListener(Arc<crate::session::Shared>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for RevocationListener {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.0.listen(shutdown).await;
+    }
+}
+
 pub fn build(config: Config) -> Result<Server, StartError> {
     let config = Arc::new(config);
     let server_conf = ServerConf {
@@ -121,11 +131,22 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         service.threads = Some(1);
         server.add_service(service);
     }
+    let sessions = SessionManager::new(config.session.clone())
+        .map_err(|e| StartError::Server(format!("session.redis: {e}")))?;
+    if let Some(shared) = sessions.shared.clone() {
+        server.add_service(background_service(
+            "session revocations",
+            RevocationListener(shared),
+        ));
+    }
     if let Some(admin) = config.server.admin_listen {
         let mut service = Service::new(
             "admin".into(),
             HttpServer::new_app(Admin {
                 metrics: metrics.clone(),
+                shared: sessions.shared.clone(),
+                token: config.server.admin_token.clone(),
+                providers: config.providers.iter().map(|p| p.name.clone()).collect(),
             }),
         );
         service.add_tcp(&admin.to_string());
@@ -145,7 +166,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let gateway = Gateway {
         routes: RouteTable::new(config.routes.clone(), config.server.path_reading),
         providers,
-        sessions: SessionManager::new(config.session.clone()),
+        sessions,
         identity_filter: IdentityHeaderFilter::new(
             &config.server.identity_header_prefix,
             header_names,

@@ -6,6 +6,7 @@
 mod duration;
 mod provider;
 mod raw;
+mod redis;
 mod route;
 mod secret;
 mod types;
@@ -123,6 +124,11 @@ impl Validator<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let admin_token_span = raw
+            .server
+            .as_ref()
+            .and_then(|s| s.get_ref().admin_token.as_ref())
+            .map(|t| t.span());
         let server = match raw.server {
             Some(s) => {
                 let span = s.span();
@@ -132,6 +138,13 @@ impl Validator<'_> {
         };
         let session_span = raw.session.span();
         let session = self.session(raw.session.into_inner(), session_span)?;
+        if let (Some(span), None) = (admin_token_span, &session.redis) {
+            return self.err(
+                span,
+                "server.admin_token",
+                "the session API lists and revokes sessions kept in Redis: add a [session.redis] table, or remove the token",
+            );
+        }
         let mut providers = Vec::new();
         for (name, provider) in raw.providers {
             providers.push(Arc::new(self.provider(name, provider)?));
@@ -199,6 +212,19 @@ impl Validator<'_> {
         match value {
             None => Ok(default),
             Some(v) => parse_duration(v.get_ref()).or_else(|m| self.err(v.span(), key, m)),
+        }
+    }
+
+    fn positive_duration(
+        &self,
+        value: &Option<S<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(value, key, default)?;
+        match value {
+            Some(v) if d.is_zero() => self.err(v.span(), key, "must be more than zero"),
+            _ => Ok(d),
         }
     }
 
@@ -379,8 +405,30 @@ impl Validator<'_> {
                 }
             },
         };
+        let admin_token = match &raw.admin_token {
+            None => None,
+            Some(t) => {
+                let token = self.secret(t, "server.admin_token")?;
+                if token.expose().len() < 24 {
+                    return self.err(
+                        t.span(),
+                        "server.admin_token",
+                        "at least 24 characters: it guards revoking every session (generate one with `passerelle keygen`)",
+                    );
+                }
+                if admin_listen.is_none() {
+                    return self.err(
+                        t.span(),
+                        "server.admin_token",
+                        "the session API is served on the admin listener: set server.admin_listen too",
+                    );
+                }
+                Some(token)
+            }
+        };
         let _ = span;
         Ok(ServerConfig {
+            admin_token,
             forward_auth_uri_header,
             max_header_bytes,
             path_reading: match raw.windows_paths.map(|b| b.into_inner()) {
@@ -511,18 +559,31 @@ impl Validator<'_> {
             }
             None => "passerelle".to_string(),
         };
-        if let Some(store) = &raw.store {
-            if store.get_ref() != "cookie" {
-                return self.err(
-                    store.span(),
-                    "session.store",
-                    format!(
-                        "`{}` is not available in this version: use \"cookie\"",
-                        store.get_ref()
-                    ),
-                );
-            }
-        }
+        let redis = match &raw.redis {
+            Some(r) => Some(self.redis(r)?),
+            None => None,
+        };
+        let store = match &raw.store {
+            None => SessionStore::Cookie,
+            Some(s) => match s.get_ref().as_str() {
+                "cookie" => SessionStore::Cookie,
+                "redis" if redis.is_some() => SessionStore::Redis,
+                "redis" => {
+                    return self.err(
+                        s.span(),
+                        "session.store",
+                        "\"redis\" needs a [session.redis] table (url, sentinel or cluster)",
+                    )
+                }
+                other => {
+                    return self.err(
+                        s.span(),
+                        "session.store",
+                        format!("`{other}` is not one of \"cookie\", \"redis\""),
+                    )
+                }
+            },
+        };
         let idle_timeout = self.duration(
             &raw.idle_timeout,
             "session.idle_timeout",
@@ -552,6 +613,18 @@ impl Validator<'_> {
             )?,
             secure: raw.secure.map(|s| s.into_inner()),
             logout_clear_site_data: self.site_data(&raw.logout_clear_site_data)?,
+            store,
+            redis,
+            recheck_interval: self.positive_duration(
+                &raw.recheck_interval,
+                "session.recheck_interval",
+                Duration::from_secs(30),
+            )?,
+            redis_grace: self.duration(
+                &raw.redis_grace,
+                "session.redis_grace",
+                Duration::from_secs(60),
+            )?,
         })
     }
 

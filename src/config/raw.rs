@@ -44,6 +44,7 @@ pub struct RawServer {
     pub max_header_bytes: Option<S<usize>>,
     pub windows_paths: Option<S<bool>>,
     pub forward_auth_uri_header: Option<S<String>>,
+    pub admin_token: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +65,32 @@ pub struct RawSession {
     pub store: Option<S<String>>,
     pub secure: Option<S<bool>>,
     pub logout_clear_site_data: Option<S<Vec<S<String>>>>,
+    pub redis: Option<S<RawRedis>>,
+    pub recheck_interval: Option<S<String>>,
+    pub redis_grace: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Option<S<String>>,
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub sentinel: Option<S<RawSentinel>>,
+    pub cluster: Option<S<Vec<S<String>>>>,
+    pub key_prefix: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: Option<S<String>>,
+    #[serde(default)]
+    pub nodes: Vec<S<String>>,
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

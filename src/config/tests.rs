@@ -305,3 +305,93 @@ fn windows_paths_make_case_variants_duplicates() {
     let e = err(&folded);
     assert!(e.contains("another route already has"), "{e}");
 }
+
+/// `[session]` with `extra` lines appended after the keys (a `[session.redis]` table, say).
+fn with_session(extra: &str) -> String {
+    BASE.replace(
+        "keys = [\"ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=\"]\n",
+        &format!("keys = [\"ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=\"]\n{extra}\n"),
+    )
+}
+
+#[test]
+fn redis_store_settings_are_read() {
+    let c = parse(
+        &with_session(
+            "store = \"redis\"\nrecheck_interval = \"10s\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379/2\"\nkey_prefix = \"app1:\"\ntimeout = \"250ms\"",
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(c.session.store, SessionStore::Redis);
+    assert_eq!(c.session.recheck_interval, Duration::from_secs(10));
+    assert_eq!(c.session.redis_grace, Duration::from_secs(60));
+    let r = c.session.redis.unwrap();
+    assert_eq!(
+        r.target,
+        RedisTarget::Single("redis://127.0.0.1:6379/2".into())
+    );
+    assert_eq!(r.key_prefix, "app1:");
+    assert_eq!(r.timeout, Duration::from_millis(250));
+    let s = parse(
+        &with_session("[session.redis]\nsentinel = { master = \"mymaster\", nodes = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"] }"),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(s.session.store, SessionStore::Cookie, "revocation set only");
+    assert!(
+        matches!(s.session.redis.unwrap().target, RedisTarget::Sentinel { ref master, ref nodes, .. } if master == "mymaster" && nodes.len() == 2)
+    );
+}
+
+#[test]
+fn redis_mistakes_name_the_key_and_line() {
+    let cases = [
+        ("store = \"redis\"", "session.store", "[session.redis]"),
+        ("store = \"memcache\"", "session.store", "not one of"),
+        ("[session.redis]\nurl = \"http://127.0.0.1:6379\"", "session.redis.url", "not a Redis URL"),
+        ("[session.redis]\nurl = \"redis://:hunter2@\"", "session.redis.url", "***"),
+        ("[session.redis]\nsentinel = { nodes = [\"redis://10.0.0.1:26379\"] }", "session.redis.sentinel.master", "missing"),
+        ("[session.redis]\nsentinel = { master = \"m\" }", "session.redis.sentinel.nodes", "missing"),
+        ("[session.redis]\nsentinel = { master = \"m\", nodes = [\"redis://a:1\"] }\ncluster = [\"redis://b:2\"]", "session.redis", "together"),
+        ("[session.redis]\nurl = \"redis://a:1\"\ncluster = [\"redis://b:2\"]", "session.redis.url", "not two"),
+        ("[session.redis]\ncluster = []", "session.redis.cluster", "empty"),
+        ("[session.redis]\nkey_prefix = \"x\"", "session.redis", "say where Redis is"),
+        ("[session.redis]\nurl = \"redis://a:1\"\npassword = \"env:PASSERELLE_SURELY_UNSET_REDIS\"", "session.redis.password", "not set"),
+        ("[session.redis]\nurl = \"redis://a:1\"\ntimeout = \"1m\"", "session.redis.timeout", "30s"),
+        ("[session.redis]\nurl = \"redis://a:1\"\nca_file = \"/nonexistent/ca.pem\"", "session.redis.ca_file", "cannot read"),
+        ("recheck_interval = \"0s\"", "session.recheck_interval", "more than zero"),
+        ("[session.redis]\nurl = \"redis://a:1\"\nsurprise = 1", "surprise", "unknown field"),
+    ];
+    for (extra, key, words) in cases {
+        let e = err(&with_session(extra));
+        assert!(e.contains(key) && e.contains(words), "{extra}: {e}");
+        assert!(e.starts_with("test.toml:"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}
+
+#[test]
+fn the_admin_token_needs_the_admin_listener_redis_and_length() {
+    let redis = with_session("[session.redis]\nurl = \"redis://127.0.0.1:6379\"");
+    let server = |token: &str, listen: bool| {
+        format!(
+            "[server]\nadmin_token = \"{token}\"\n{}",
+            if listen {
+                "admin_listen = \"127.0.0.1:9090\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let long = "0123456789abcdef0123456789";
+    assert!(err(&format!("{}{redis}", server("short", true))).contains("at least 24"));
+    assert!(err(&format!("{}{redis}", server(long, false))).contains("server.admin_listen"));
+    let e = err(&format!("{}{BASE}", server(long, true)));
+    assert!(
+        e.starts_with("test.toml:2:") && e.contains("[session.redis]"),
+        "{e}"
+    );
+    let c = parse(&format!("{}{redis}", server(long, true)), "test.toml").unwrap();
+    assert!(c.server.admin_token.is_some());
+}

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub path_reading: crate::routes::PathReading,
     /// The one header forward-auth reads the original URI from.
     pub forward_auth_uri_header: ForwardAuthUriHeader,
+    /// Bearer token of the admin listener's session API; `None` keeps that API off.
+    pub admin_token: Option<Secret>,
 }
 
 /// Where the front proxy puts the original request target for `/auth`. One per deployment: a client
@@ -151,6 +153,51 @@ pub struct SessionConfig {
     pub secure: Option<bool>,
     /// What the browser is asked to forget when a logout ends (`Clear-Site-Data`); empty: nothing.
     pub logout_clear_site_data: Vec<SiteData>,
+    /// Where sessions live. With `Redis`, `redis` is always `Some`.
+    pub store: SessionStore,
+    /// Shared state: the server-side store, and the revocation set in cookie mode. `None`: logout ends
+    /// only the browser's copy.
+    pub redis: Option<RedisConfig>,
+    /// How long a replica trusts its cached verdict on a session before asking Redis again: the most a
+    /// lost revocation message can cost.
+    pub recheck_interval: Duration,
+    /// How long sessions already cached keep working while Redis cannot be reached.
+    pub redis_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStore {
+    /// The whole session, encrypted, in the cookie.
+    Cookie,
+    /// An opaque ticket in the cookie, the session encrypted in Redis.
+    Redis,
+}
+
+/// A validated `[session.redis]` table.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
+    /// PEM roots for `rediss://`; `None` uses the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Prepended to every key and to the revocation channel, so several deployments can share a Redis.
+    pub key_prefix: String,
+    /// Bound on any one Redis operation, connection included.
+    pub timeout: Duration,
+}
+
+/// Where Redis is. URLs are checked by the `redis` crate when the configuration is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Sentinel {
+        master: String,
+        nodes: Vec<String>,
+        username: Option<Secret>,
+        password: Option<Secret>,
+    },
+    Cluster(Vec<String>),
 }
 
 /// A `Clear-Site-Data` directive. `cookies` also logs the person out of the upstream application's own

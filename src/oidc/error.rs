@@ -49,12 +49,15 @@ pub enum LoginError {
         "the session does not fit in cookies ({0} bytes) even without the claims no route uses"
     )]
     SessionTooLarge(usize),
+    /// Redis could not record the session: refused rather than left unrevocable.
+    #[error("the session store could not record the session: {0}")]
+    SessionStore(String),
 }
 
 /// The `reason` label of `passerelle_login_failures_total`: few enough values to chart, apart enough to
 /// tell an outage (`provider_unavailable`) from forged answers (`id_token`, `userinfo`, `issuer`) and from
 /// stale or replayed browsers (`state`).
-pub const FAILURE_REASONS: [&str; 8] = [
+pub const FAILURE_REASONS: [&str; 9] = [
     "provider_unavailable",
     "provider_error",
     "state",
@@ -63,6 +66,7 @@ pub const FAILURE_REASONS: [&str; 8] = [
     "userinfo",
     "acr",
     "session_too_large",
+    "session_store",
 ];
 
 impl LoginError {
@@ -80,6 +84,7 @@ impl LoginError {
             LoginError::UserInfo(_) => 5,
             LoginError::AcrNotSatisfied { .. } => 6,
             LoginError::SessionTooLarge(_) => 7,
+            LoginError::SessionStore(_) => 8,
         }
     }
 

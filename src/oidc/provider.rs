@@ -111,6 +111,47 @@ impl Provider {
         &self.config.name
     }
 
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// Verifies a back-channel `logout_token` with this provider's keys (refetched once, rate-limited,
+    /// on an unknown key id). The outer error is the provider's keys being unavailable.
+    pub async fn verify_logout_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<super::LogoutToken, super::LogoutTokenError>, LoginError> {
+        let mut discovered = self.metadata().await?;
+        let algs = super::userinfo::algorithms(&self.config.id_token_algs);
+        let mut refetched = false;
+        loop {
+            let jwks: jsonwebtoken::jwk::JwkSet = serde_json::to_value(discovered.metadata.jwks())
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() });
+            let result = super::logout_token::verify(
+                token,
+                &super::logout_token::Expected {
+                    issuer: &self.config.issuer,
+                    client_id: &self.config.client_id,
+                    client_secret: self.config.client_secret.expose(),
+                    jwks: &jwks,
+                    allowed_algs: &algs,
+                    now: chrono::Utc::now().timestamp(),
+                },
+            );
+            match result {
+                Err(super::LogoutTokenError::Signature(m))
+                    if m.contains("no matching key") && !refetched && self.may_refetch_jwks() =>
+                {
+                    refetched = true;
+                    discovered = self.refetch_jwks(&discovered).await?;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// The back-channel client, made on first use so it belongs to the runtime that uses it
     /// (reqwest pools bound to a stopped runtime fail: reqwest#1148). Redirects are never followed
     /// (SSRF, openidconnect's UPGRADE notes).

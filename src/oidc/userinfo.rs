@@ -8,7 +8,7 @@
 
 use super::error::LoginError;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 /// Larger userinfo answers are refused: no federation sends this much about one person.
@@ -97,49 +97,9 @@ fn verify_jwt(token: &str, check: &UserInfoCheck<'_>) -> Result<Map<String, Valu
     let fail = |m: String| LoginError::UserInfo(m);
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| fail(format!("bad JWT header: {e}")))?;
-    if !check.allowed_algs.contains(&header.alg) {
-        return Err(fail(format!(
-            "signature algorithm {:?} not allowed",
-            header.alg
-        )));
-    }
-    let key = match header.alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            DecodingKey::from_secret(check.client_secret.as_bytes())
-        }
-        alg => {
-            let family = |jwk: &&jsonwebtoken::jwk::Jwk| {
-                use jsonwebtoken::jwk::AlgorithmParameters as P;
-                matches!(
-                    (&jwk.algorithm, alg),
-                    (
-                        P::RSA(_),
-                        Algorithm::RS256
-                            | Algorithm::RS384
-                            | Algorithm::RS512
-                            | Algorithm::PS256
-                            | Algorithm::PS384
-                            | Algorithm::PS512
-                    ) | (P::EllipticCurve(_), Algorithm::ES256 | Algorithm::ES384)
-                        | (P::OctetKeyPair(_), Algorithm::EdDSA)
-                )
-            };
-            let mut candidates = check.jwks.keys.iter().filter(family).filter(|k| {
-                match (&header.kid, &k.common.key_id) {
-                    (Some(kid), Some(id)) => kid == id,
-                    (Some(_), None) => false,
-                    (None, _) => true,
-                }
-            });
-            let jwk = candidates
-                .next()
-                .ok_or_else(|| fail("no matching key in the provider's JWKS".into()))?;
-            if header.kid.is_none() && candidates.next().is_some() {
-                return Err(fail("JWT without kid and several candidate keys".into()));
-            }
-            DecodingKey::from_jwk(jwk).map_err(|e| fail(format!("unusable key: {e}")))?
-        }
-    };
+    let key =
+        super::jws::decoding_key(&header, check.jwks, check.client_secret, check.allowed_algs)
+            .map_err(fail)?;
     let mut validation = Validation::new(header.alg);
     validation.required_spec_claims.clear();
     validation.validate_exp = false;
@@ -153,12 +113,7 @@ fn verify_jwt(token: &str, check: &UserInfoCheck<'_>) -> Result<Map<String, Valu
         }
     }
     if let Some(aud) = claims.get("aud") {
-        let ours = match aud {
-            Value::String(a) => a == check.client_id,
-            Value::Array(list) => list.iter().any(|a| a.as_str() == Some(check.client_id)),
-            _ => false,
-        };
-        if !ours {
+        if !super::jws::audience_includes(aud, check.client_id) {
             return Err(fail("aud does not include our client_id".into()));
         }
     }

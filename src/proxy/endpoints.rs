@@ -9,7 +9,8 @@ use crate::pages::{self, ButtonStyle, ProviderChoice};
 use crate::redirect::validate_return_to;
 use crate::session::cookies::{self, MAX_FLOWS, MAX_SET_COOKIE};
 use crate::session::{
-    now, now_us, CookieSpec, IdTokenHint, LoginFlow, LogoutFlow, Purpose, Session, SessionState,
+    now, now_us, Cause, CookieSpec, CreateError, IdTokenHint, LoginFlow, LogoutFlow, Purpose,
+    Session, SessionState,
 };
 use pingora::http::RequestHeader;
 use std::collections::BTreeSet;
@@ -31,8 +32,8 @@ pub async fn handle(
             .header("Referrer-Policy", "no-referrer".into()),
         "/logout" => logout(gw, info, ctx).await,
         "/logged-out" => logged_out(gw, info),
-        "/userinfo" => userinfo(gw, info),
-        "/auth" => super::forward_auth::forward_auth(gw, info, req),
+        "/userinfo" => userinfo(gw, info).await,
+        "/auth" => super::forward_auth::forward_auth(gw, info, req).await,
         _ => Reply::html(
             404,
             pages::error_page(
@@ -296,7 +297,10 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
     match result {
         Ok((mut session, id_token)) => {
             let session_spec = gw.cookie_spec(info.secure);
-            let issued = match issue_fitting(gw, &mut session, &session_spec, info, ctx) {
+            if gw.sessions.server_side() {
+                session.id_token = Some(id_token.clone());
+            }
+            let issued = match create_fitting(gw, &mut session, &session_spec, info, ctx).await {
                 Ok(issued) => issued,
                 Err(e) => {
                     return login_failure(gw, e, Some(&provider), &flow.return_to, ctx)
@@ -307,7 +311,9 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, session = %session.id, sub = %session.sub(), "login succeeded");
             let mut cookies = vec![consume];
             cookies.extend(issued);
-            cookies.extend(hint_cookies(gw, info, &session, id_token, ctx));
+            if !gw.sessions.server_side() {
+                cookies.extend(hint_cookies(gw, info, &session, id_token, ctx));
+            }
             Reply::redirect(&flow.return_to).cookies(cookies)
         }
         Err(e) => login_failure(gw, e, Some(&provider), &flow.return_to, ctx).cookies([consume]),
@@ -357,6 +363,7 @@ async fn finish_login(
             .unwrap_or_default(),
         created: now,
         last_seen: now,
+        id_token: None,
         rendered: Default::default(),
     };
     Ok((session, verified.id_token))
@@ -375,8 +382,11 @@ fn hint_cookie_name(gw: &Gateway) -> String {
     format!("{}_idt", gw.config.session.cookie_name)
 }
 
-/// The id_token of `session`, if the hint cookie belongs to it.
+/// The id_token of `session`: kept with it server-side, or in the hint cookie if that belongs to it.
 fn id_token_hint(gw: &Gateway, info: &RequestInfo, session: &Session) -> Option<String> {
+    if let Some(t) = &session.id_token {
+        return Some(t.clone());
+    }
     let joined = cookies::join(&info.cookies, &hint_cookie_name(gw))?;
     gw.sessions
         .open::<IdTokenHint>(Purpose::IdTokenHint, &joined)
@@ -441,18 +451,20 @@ fn claims_in_use(gw: &Gateway) -> BTreeSet<String> {
     used
 }
 
-/// Issues the session's cookies; when they would not fit in what a browser keeps and `load` reads back,
+/// Creates the session; when its cookies would not fit in what a browser keeps and `load` reads back,
 /// drops the claims no route uses (named in the log) and tries again. Still too large: the login fails
-/// with a page, rather than looping through the provider forever.
-fn issue_fitting(
+/// with a page, rather than looping through the provider forever. A server-side session always fits.
+async fn create_fitting(
     gw: &Gateway,
     session: &mut Session,
     spec: &CookieSpec,
     info: &RequestInfo,
     ctx: &Ctx,
 ) -> Result<Vec<String>, LoginError> {
-    if let Ok(set) = gw.sessions.issue(session, spec, &info.cookies) {
-        return Ok(set);
+    match gw.sessions.create(session, spec, &info.cookies).await {
+        Ok(set) => return Ok(set),
+        Err(CreateError::Store(e)) => return Err(LoginError::SessionStore(e.to_string())),
+        Err(CreateError::TooLarge(_)) => {}
     }
     let used = claims_in_use(gw);
     let dropped: Vec<String> = session
@@ -463,9 +475,11 @@ fn issue_fitting(
         .collect();
     session.claims.retain(|c, _| used.contains(c));
     tracing::warn!(request_id = %ctx.request_id, dropped = ?dropped, "session too large for cookies: claims no route uses were dropped");
-    gw.sessions
-        .issue(session, spec, &info.cookies)
-        .map_err(|e| LoginError::SessionTooLarge(e.0))
+    match gw.sessions.create(session, spec, &info.cookies).await {
+        Ok(set) => Ok(set),
+        Err(CreateError::Store(e)) => Err(LoginError::SessionStore(e.to_string())),
+        Err(CreateError::TooLarge(e)) => Err(LoginError::SessionTooLarge(e.0)),
+    }
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -498,6 +512,7 @@ fn login_failure(
         LoginError::ProviderError { error, .. } if error == "access_denied" => error_reply(403, "Connexion refusée", "Le fournisseur d'identité a refusé la connexion.", "The identity provider denied the sign-in.", action, ctx),
         LoginError::ProviderError { error, .. } if error == "login_required" => error_reply(401, "Connexion nécessaire", "Vous devez vous connecter auprès du fournisseur d'identité.", "You need to sign in at the identity provider.", action, ctx),
         LoginError::ProviderError { .. } => error_reply(502, "Erreur du fournisseur d'identité", "Le fournisseur d'identité a signalé une erreur.", "The identity provider reported an error.", action, ctx),
+        LoginError::SessionStore(_) => error_reply(503, "Service momentanément indisponible", "La connexion n'a pas pu être enregistrée : le stockage des sessions ne répond pas. Réessayez dans quelques instants.", "The session store is not answering; try again in a moment.", action, ctx),
         LoginError::SessionTooLarge(_) => error_reply(400, "Identité trop volumineuse", "Votre fournisseur d'identité transmet plus d'informations que ce service ne peut en conserver. Contactez l'assistance du service en indiquant la référence ci-dessous.", "Your identity provider sends more data than this service can keep.", Some(("/", "Revenir à l'accueil")), ctx),
         e if e.is_upstream_failure() => error_reply(502, "Fournisseur d'identité indisponible", "Le fournisseur d'identité ne répond pas correctement. Réessayez dans quelques instants.", "The identity provider is not answering correctly.", action, ctx),
         _ => error_reply(400, "Connexion impossible", "La réponse du fournisseur d'identité n'a pas pu être vérifiée.", "The identity provider's response could not be verified.", action, ctx),
@@ -509,7 +524,7 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
     let spec = gw.cookie_spec(info.secure);
     let mut cookies = gw.sessions.clear(&spec, &info.cookies);
     cookies.extend(clear_hint_cookies(gw, info));
-    let session = match gw.sessions.load(&info.cookies, &spec) {
+    let session = match gw.sessions.load(&info.cookies, &spec).await {
         SessionState::Valid { session, .. } => Some(session),
         _ => None,
     };
@@ -517,6 +532,10 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
         return ended_locally(gw, Reply::redirect(&logged_out_target(gw, &rd))).cookies(cookies);
     };
     tracing::info!(request_id = %ctx.request_id, session = %session.id, "logout");
+    // Before the provider round trip: a copy of the cookie is dead on every replica from here on.
+    if let Err(e) = gw.sessions.revoke(&session, Cause::Logout).await {
+        tracing::error!(request_id = %ctx.request_id, session = %session.id, error = %e, "logout: the session could not be revoked server-side; only this browser's copy is deleted");
+    }
     let Some(provider) = gw.provider(&session.provider) else {
         return ended_locally(gw, Reply::redirect(&logged_out_target(gw, &rd))).cookies(cookies);
     };
@@ -602,9 +621,9 @@ fn logged_out(gw: &Gateway, info: &RequestInfo) -> Reply {
     reply
 }
 
-fn userinfo(gw: &Gateway, info: &RequestInfo) -> Reply {
+async fn userinfo(gw: &Gateway, info: &RequestInfo) -> Reply {
     let spec = gw.cookie_spec(info.secure);
-    match gw.sessions.load(&info.cookies, &spec) {
+    match gw.sessions.load(&info.cookies, &spec).await {
         SessionState::Valid { session, .. } => {
             let remaining = session
                 .created
@@ -620,6 +639,11 @@ fn userinfo(gw: &Gateway, info: &RequestInfo) -> Reply {
                 }),
             )
         }
+        SessionState::Unavailable => Reply::json(
+            503,
+            &serde_json::json!({"error": "session_store_unavailable"}),
+        )
+        .header("Retry-After", "5".into()),
         _ => Reply::json(
             401,
             &serde_json::json!({"error": "authentication_required"}),

@@ -112,7 +112,7 @@ fn allowed(gw: &Gateway, req: &RequestHeader, body: &str) -> Reply {
     }
 }
 
-pub fn forward_auth(gw: &Gateway, info: &RequestInfo, req: &RequestHeader) -> Reply {
+pub async fn forward_auth(gw: &Gateway, info: &RequestInfo, req: &RequestHeader) -> Reply {
     let original = match original_uri(req, gw.config.server.forward_auth_uri_header, info.trusted) {
         Ok(o) => o,
         Err(e) => {
@@ -130,9 +130,12 @@ pub fn forward_auth(gw: &Gateway, info: &RequestInfo, req: &RequestHeader) -> Re
         return allowed(gw, req, "public");
     }
     let spec = gw.cookie_spec(info.secure);
-    let (session, refresh) = match gw.sessions.load(&info.cookies, &spec) {
+    let (session, refresh) = match gw.sessions.load(&info.cookies, &spec).await {
         SessionState::Valid { session, refresh } if route.providers.contains(&session.provider) => {
             (session, refresh)
+        }
+        SessionState::Unavailable => {
+            return Reply::text(503, "session store unavailable").header("Retry-After", "5".into())
         }
         _ if route.auth == AuthMode::Optional => return allowed(gw, req, "anonymous"),
         _ => return Reply::text(401, "authentication required"),

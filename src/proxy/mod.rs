@@ -5,6 +5,7 @@
 //! ```
 //! Each decision lives in its module; this file only wires them in pingora's phases.
 
+mod backchannel;
 mod endpoints;
 mod forward_auth;
 mod request;
@@ -233,6 +234,11 @@ impl ProxyHttp for Gateway {
         ctx.peer = info.peer;
         let prefix = &self.config.server.prefix;
         if let Some(rest) = info.path.matching.strip_prefix(prefix.as_str()) {
+            if rest == "/backchannel-logout" {
+                let reply = backchannel::handle(self, session, &ctx.request_id).await;
+                reply.send(session).await?;
+                return Ok(true);
+            }
             if rest.is_empty() || rest.starts_with('/') {
                 let reply = endpoints::handle(self, &info, session.req_header(), rest, ctx).await;
                 reply.send(session).await?;
@@ -275,7 +281,7 @@ impl ProxyHttp for Gateway {
             return Ok(false);
         }
         let spec = self.cookie_spec(info.secure);
-        let state = self.sessions.load(&info.cookies, &spec);
+        let state = self.sessions.load(&info.cookies, &spec).await;
         let mut clear = Vec::new();
         match state {
             SessionState::Valid {
@@ -311,6 +317,27 @@ impl ProxyHttp for Gateway {
                     .sessions_expired
                     .fetch_add(1, Ordering::Relaxed);
                 clear = self.sessions.clear(&spec, &info.cookies);
+            }
+            SessionState::Revoked => {
+                self.metrics
+                    .sessions_revoked
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(request_id = %ctx.request_id, "revoked session presented");
+                clear = self.sessions.clear(&spec, &info.cookies);
+            }
+            SessionState::Unavailable => {
+                let page = pages::error_page(
+                    "Service momentanément indisponible",
+                    "Votre session ne peut pas être vérifiée pour le moment : le stockage des sessions ne répond pas. Réessayez dans quelques instants ; vous n'aurez pas à vous reconnecter.",
+                    "Your session cannot be checked right now: the session store is not answering. Try again in a moment.",
+                    None,
+                    &ctx.request_id,
+                );
+                Reply::html(503, page)
+                    .header("Retry-After", "5".to_string())
+                    .send(session)
+                    .await?;
+                return Ok(true);
             }
             SessionState::Invalid(reason) => {
                 self.metrics

@@ -26,6 +26,8 @@ pub enum Purpose {
     LoginFlow,
     LogoutFlow,
     IdTokenHint,
+    /// A session kept in Redis, bound to its ticket.
+    StoredSession,
 }
 
 impl Purpose {
@@ -35,6 +37,7 @@ impl Purpose {
             Purpose::LoginFlow => b"passerelle/login-flow/v1",
             Purpose::LogoutFlow => b"passerelle/logout-flow/v1",
             Purpose::IdTokenHint => b"passerelle/id-token-hint/v1",
+            Purpose::StoredSession => b"passerelle/stored-session/v1",
         }
     }
 }
@@ -56,6 +59,8 @@ pub enum OpenError {
 struct RingKey {
     id: [u8; KEY_ID_LEN],
     cipher: Aes256Gcm,
+    /// Kept to derive per-session keys for server-side sessions.
+    secret: [u8; 32],
 }
 
 /// The configured keys, each with its cipher set up once (key setup is a large part of the cost).
@@ -79,6 +84,7 @@ impl KeyRing {
                 RingKey {
                     id,
                     cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*k)),
+                    secret: *k,
                 }
             })
             .collect();
@@ -88,24 +94,32 @@ impl KeyRing {
     /// Encrypts with the first key and a fresh random nonce; returns base64url text safe in a cookie.
     pub fn seal(&self, purpose: Purpose, plaintext: &[u8]) -> String {
         let key = &self.keys[0];
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ciphertext = key
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: purpose.aad(),
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ciphertext.len());
-        out.push(VERSION);
-        out.extend_from_slice(&key.id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
-        URL_SAFE_NO_PAD.encode(out)
+        URL_SAFE_NO_PAD.encode(seal_raw(&key.cipher, &key.id, purpose, plaintext))
+    }
+
+    /// Encrypts under a key derived from the first ring key and `binding` (a server-side session's
+    /// ticket secret): the stored bytes open only for someone holding both, so neither a dump of the
+    /// store nor a leaked ring key alone reveals a session.
+    pub fn seal_bound(&self, purpose: Purpose, binding: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let key = &self.keys[0];
+        seal_raw(&derive(&key.secret, binding), &key.id, purpose, plaintext)
+    }
+
+    /// Opens what [`KeyRing::seal_bound`] made, with any key of the ring.
+    pub fn open_bound(
+        &self,
+        purpose: Purpose,
+        binding: &[u8],
+        raw: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
+        let (id, nonce, ciphertext) = split_raw(raw)?;
+        let mut candidates = self.keys.iter().filter(|k| k.id == id).peekable();
+        if candidates.peek().is_none() {
+            return Err(OpenError::UnknownKey);
+        }
+        candidates
+            .find_map(|k| decrypt(&derive(&k.secret, binding), nonce, ciphertext, purpose))
+            .ok_or(OpenError::Forged)
     }
 
     /// Decrypts and authenticates a payload made by [`KeyRing::seal`] with any key of the ring.
@@ -116,30 +130,79 @@ impl KeyRing {
         let raw = URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| OpenError::Encoding)?;
-        if raw.len() < 1 + KEY_ID_LEN + NONCE_LEN + TAG_LEN || raw[0] != VERSION {
-            return Err(OpenError::Format);
-        }
-        let (id, rest) = raw[1..].split_at(KEY_ID_LEN);
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError::Format)?;
+        let (id, nonce, ciphertext) = split_raw(&raw)?;
         let mut candidates = self.keys.iter().filter(|k| k.id == id).peekable();
         if candidates.peek().is_none() {
             return Err(OpenError::UnknownKey);
         }
         candidates
-            .find_map(|k| {
-                k.cipher
-                    .decrypt(
-                        &Nonce::from(nonce),
-                        Payload {
-                            msg: ciphertext,
-                            aad: purpose.aad(),
-                        },
-                    )
-                    .ok()
-            })
+            .find_map(|k| decrypt(&k.cipher, nonce, ciphertext, purpose))
             .ok_or(OpenError::Forged)
     }
+}
+
+/// A per-binding AES-256-GCM key: HKDF-SHA256 of the ring key, with the binding as `info`.
+fn derive(secret: &[u8; 32], binding: &[u8]) -> Aes256Gcm {
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(Some(b"passerelle/bound-key/v1"), secret)
+        .expand(binding, &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    Aes256Gcm::new(&Key::<Aes256Gcm>::from(okm))
+}
+
+fn seal_raw(
+    cipher: &Aes256Gcm,
+    id: &[u8; KEY_ID_LEN],
+    purpose: Purpose,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad: purpose.aad(),
+            },
+        )
+        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ciphertext.len());
+    out.push(VERSION);
+    out.extend_from_slice(id);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    out
+}
+
+/// Key id, nonce and ciphertext of a sealed payload.
+type Parts<'a> = (&'a [u8], [u8; NONCE_LEN], &'a [u8]);
+
+fn split_raw(raw: &[u8]) -> Result<Parts<'_>, OpenError> {
+    if raw.len() < 1 + KEY_ID_LEN + NONCE_LEN + TAG_LEN || raw[0] != VERSION {
+        return Err(OpenError::Format);
+    }
+    let (id, rest) = raw[1..].split_at(KEY_ID_LEN);
+    let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError::Format)?;
+    Ok((id, nonce, ciphertext))
+}
+
+fn decrypt(
+    cipher: &Aes256Gcm,
+    nonce: [u8; NONCE_LEN],
+    ciphertext: &[u8],
+    purpose: Purpose,
+) -> Option<Vec<u8>> {
+    cipher
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: purpose.aad(),
+            },
+        )
+        .ok()
 }
 
 #[cfg(test)]
@@ -171,6 +234,37 @@ mod tests {
             old.open(Purpose::Session, &sealed_new),
             Err(OpenError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn bound_payloads_need_the_binding_and_a_ring_key() {
+        let r = ring(&[1]);
+        let sealed = r.seal_bound(Purpose::StoredSession, b"ticket-secret", b"identity");
+        assert_eq!(
+            r.open_bound(Purpose::StoredSession, b"ticket-secret", &sealed)
+                .unwrap(),
+            b"identity"
+        );
+        assert_eq!(
+            r.open_bound(Purpose::StoredSession, b"other-secret", &sealed),
+            Err(OpenError::Forged)
+        );
+        assert_eq!(
+            ring(&[2]).open_bound(Purpose::StoredSession, b"ticket-secret", &sealed),
+            Err(OpenError::UnknownKey)
+        );
+        assert_eq!(
+            r.open_bound(Purpose::Session, b"ticket-secret", &sealed),
+            Err(OpenError::Forged)
+        );
+        let rotated = ring(&[3, 1]);
+        assert_eq!(
+            rotated
+                .open_bound(Purpose::StoredSession, b"ticket-secret", &sealed)
+                .unwrap(),
+            b"identity"
+        );
+        assert!(!sealed.windows(8).any(|w| w == b"identity"));
     }
 
     #[test]

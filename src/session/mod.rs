@@ -1,16 +1,25 @@
-//! Sessions in encrypted cookies: codec, cookie attributes and chunking, timeouts, and a decode cache.
+//! Sessions: in encrypted cookies, or in Redis behind an opaque ticket; timeouts, revocation shared
+//! by every replica, and a decode cache so the steady state costs no decryption and no Redis round trip.
 
 pub mod codec;
 pub mod cookies;
 mod model;
+pub mod redis_link;
+pub mod shared;
+pub mod ticket;
 
 pub use codec::{KeyRing, OpenError, Purpose};
 pub use cookies::CookieSpec;
 pub use model::{now, now_us, IdTokenHint, LoginFlow, LogoutFlow, Session};
+pub use redis_link::StoreError;
+pub use shared::{Cause, SessionMeta, Shared};
 
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, SessionStore};
+use shared::Check;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use ticket::Ticket;
 
 /// The outcome of reading the session cookie of a request.
 #[derive(Debug, Clone)]
@@ -23,6 +32,11 @@ pub enum SessionState {
     },
     /// Idle or past its absolute lifetime.
     Expired,
+    /// Ended by a logout, an administrator or the provider, on any replica.
+    Revoked,
+    /// Redis has been unreachable for longer than `session.redis_grace`: the session cannot be
+    /// vouched for. A 503, not a login: the person's session may well be fine.
+    Unavailable,
     /// Tampered, truncated, wrong key, duplicated: treated as no session, and logged.
     Invalid(&'static str),
 }
@@ -36,6 +50,34 @@ pub struct SessionManager {
     cache: moka::sync::Cache<String, Arc<Session>>,
     /// `__Host-<cookie_name>`, computed once: the name is looked up on every request.
     secure_name: String,
+    /// Redis, when `[session.redis]` is set: the store, or the revocation set of cookie sessions.
+    pub shared: Option<Arc<Shared>>,
+    /// Server-side sessions decoded, by ticket id.
+    stored: moka::sync::Cache<String, Arc<Stored>>,
+    /// Without Redis: provider `sid`s and subjects ended by back-channel logout, with when, so this
+    /// replica refuses sessions begun before. Empty (and unchecked) unless a provider sent one.
+    local_ends: moka::sync::Cache<String, u64>,
+    /// Without Redis: logout token `jti`s seen, to refuse replays.
+    local_jti: moka::sync::Cache<String, ()>,
+    /// Set by the first back-channel logout: until then no request pays for the lookup.
+    any_local_end: std::sync::atomic::AtomicBool,
+}
+
+/// A server-side session as a replica caches it.
+struct Stored {
+    ticket: Ticket,
+    session: Arc<Session>,
+    /// `last_seen` as last written to Redis: one refresh write per interval, whatever the traffic.
+    written: AtomicU64,
+}
+
+/// Why a server-side session could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    TooLarge(#[from] cookies::TooLarge),
 }
 
 /// The decoded-session cache is bounded in bytes, not entries: cookies range from 600 B to 24 KiB, so
@@ -49,7 +91,12 @@ fn cache_weight(cookie: &str) -> u32 {
 }
 
 impl SessionManager {
-    pub fn new(config: SessionConfig) -> Self {
+    /// Fails only on a Redis configuration the `redis` crate refuses (validated earlier by `check`).
+    pub fn new(config: SessionConfig) -> Result<Self, redis::RedisError> {
+        let shared = match &config.redis {
+            Some(r) => Some(Arc::new(Shared::new(r, config.clone())?)),
+            None => None,
+        };
         let ring = KeyRing::new(&config.keys);
         let cache = moka::sync::Cache::builder()
             .max_capacity(SESSION_CACHE_BYTES)
@@ -57,12 +104,38 @@ impl SessionManager {
             .time_to_live(Duration::from_secs(300))
             .build();
         let secure_name = format!("__Host-{}", config.cookie_name);
-        SessionManager {
+        let stored = moka::sync::Cache::builder()
+            .max_capacity(SESSION_CACHE_BYTES)
+            .weigher(|_: &String, s: &Arc<Stored>| {
+                let claims: usize = s
+                    .session
+                    .claims
+                    .values()
+                    .map(|v| v.to_string().len() + 32)
+                    .sum();
+                u32::try_from(claims.saturating_mul(2).saturating_add(1024)).unwrap_or(u32::MAX)
+            })
+            .time_to_live(Duration::from_secs(300))
+            .build();
+        let local_ends = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.max_lifetime)
+            .build();
+        let local_jti = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(900))
+            .build();
+        Ok(SessionManager {
             ring,
             config,
             cache,
             secure_name,
-        }
+            shared,
+            stored,
+            local_ends,
+            local_jti,
+            any_local_end: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Every how long a request re-issues the cookie to slide the idle deadline: often enough to keep
@@ -71,7 +144,7 @@ impl SessionManager {
         (self.config.idle_timeout.as_secs() / 10).clamp(1, 300)
     }
 
-    pub fn load(&self, cookies: &[(String, String)], spec: &CookieSpec) -> SessionState {
+    pub async fn load(&self, cookies: &[(String, String)], spec: &CookieSpec) -> SessionState {
         let name = if spec.secure && spec.path == "/" {
             &self.secure_name
         } else {
@@ -84,37 +157,297 @@ impl SessionManager {
                 SessionState::None
             };
         };
-        let session = match self.cache.get(text.as_str()) {
-            Some(s) => s,
-            None => {
-                let plain = match self.ring.open(Purpose::Session, &text) {
-                    Ok(p) => p,
-                    Err(OpenError::UnknownKey) => return SessionState::Invalid("unknown key"),
-                    Err(_) => return SessionState::Invalid("undecryptable"),
+        match (self.config.store, &self.shared) {
+            (SessionStore::Redis, Some(shared)) => self.load_stored(shared, &text).await,
+            (_, shared) => {
+                let session = match self.decode_cookie(text) {
+                    Ok(s) => s,
+                    Err(state) => return state,
                 };
-                let Ok(session) = serde_json::from_slice::<Session>(&plain) else {
-                    return SessionState::Invalid("unreadable");
-                };
-                let session = Arc::new(session);
-                self.cache.insert(text, session.clone());
-                session
+                if let Some(shared) = shared {
+                    if shared.known_revoked(&session.id) {
+                        return SessionState::Revoked;
+                    }
+                    if !shared.fresh(&session.id) {
+                        match shared.check_revoked(&session.id).await {
+                            Check::Live(()) | Check::Grace => {}
+                            Check::Revoked => return SessionState::Revoked,
+                            Check::Unavailable => return SessionState::Unavailable,
+                        }
+                    }
+                }
+                if self.ended_locally(&session) {
+                    return SessionState::Revoked;
+                }
+                if self.expired(&session) {
+                    return SessionState::Expired;
+                }
+                let refresh = now().saturating_sub(session.last_seen) >= self.refresh_interval();
+                SessionState::Valid { session, refresh }
             }
+        }
+    }
+
+    fn end_key(kind: &str, provider: &str, value: &str) -> String {
+        format!("{kind}\u{0}{provider}\u{0}{value}")
+    }
+
+    /// Without Redis, a back-channel logout ends this replica's sessions of that `sid` (or subject)
+    /// begun before it. Returns false for a replayed `jti`.
+    pub fn local_logout(&self, provider: &str, token: &crate::oidc::LogoutToken) -> bool {
+        let jti = Self::end_key("jti", provider, &token.jti);
+        if !self.local_jti.entry(jti).or_insert(()).is_fresh() {
+            return false;
+        }
+        self.any_local_end.store(true, Ordering::Relaxed);
+        let at = now();
+        match (&token.sid, &token.sub) {
+            (Some(sid), _) => self
+                .local_ends
+                .insert(Self::end_key("sid", provider, sid), at),
+            (None, Some(sub)) => self
+                .local_ends
+                .insert(Self::end_key("sub", provider, sub), at),
+            (None, None) => {}
+        }
+        true
+    }
+
+    fn ended_locally(&self, session: &Session) -> bool {
+        if !self.any_local_end.load(Ordering::Relaxed) {
+            return false;
+        }
+        let ended = |kind: &str, claim: &str| {
+            session
+                .claims
+                .get(claim)
+                .and_then(|v| v.as_str())
+                .and_then(|v| {
+                    self.local_ends
+                        .get(&Self::end_key(kind, &session.provider, v))
+                })
+                .is_some_and(|at| session.created <= at)
         };
+        ended("sid", "sid") || ended("sub", "sub")
+    }
+
+    fn decode_cookie(&self, text: String) -> Result<Arc<Session>, SessionState> {
+        if let Some(s) = self.cache.get(text.as_str()) {
+            return Ok(s);
+        }
+        let plain = match self.ring.open(Purpose::Session, &text) {
+            Ok(p) => p,
+            Err(OpenError::UnknownKey) => return Err(SessionState::Invalid("unknown key")),
+            Err(_) => return Err(SessionState::Invalid("undecryptable")),
+        };
+        let Ok(session) = serde_json::from_slice::<Session>(&plain) else {
+            return Err(SessionState::Invalid("unreadable"));
+        };
+        let session = Arc::new(session);
+        self.cache.insert(text, session.clone());
+        Ok(session)
+    }
+
+    fn expired(&self, session: &Session) -> bool {
         let now = now();
-        if now
-            >= session
-                .created
-                .saturating_add(self.config.max_lifetime.as_secs())
+        now >= session
+            .created
+            .saturating_add(self.config.max_lifetime.as_secs())
             || now
                 >= session
                     .last_seen
                     .saturating_add(self.config.idle_timeout.as_secs())
             || session.created > now.saturating_add(300)
-        {
+    }
+
+    /// When a server-side session ends at the latest: its idle deadline, capped by its lifetime.
+    fn deadline(&self, session: &Session) -> u64 {
+        session
+            .last_seen
+            .saturating_add(self.config.idle_timeout.as_secs())
+            .min(
+                session
+                    .created
+                    .saturating_add(self.config.max_lifetime.as_secs()),
+            )
+    }
+
+    /// A server-side session: from this replica's cache while Redis vouched for it less than
+    /// `recheck_interval` ago, else from Redis.
+    async fn load_stored(&self, shared: &Arc<Shared>, text: &str) -> SessionState {
+        let Some(ticket) = Ticket::parse(text) else {
+            return SessionState::Invalid("malformed ticket");
+        };
+        if shared.known_revoked(&ticket.id) {
+            self.stored.invalidate(&ticket.id);
+            return SessionState::Revoked;
+        }
+        let cached = self.stored.get(&ticket.id);
+        if let Some(entry) = &cached {
+            if !entry.ticket.same_secret(&ticket) {
+                return SessionState::Invalid("ticket secret mismatch");
+            }
+        }
+        let entry = match &cached {
+            // Another replica may have slid the idle deadline: an idle verdict is confirmed with Redis.
+            Some(e) if shared.fresh(&ticket.id) && !self.expired(&e.session) => e.clone(),
+            _ => match shared.fetch(&ticket.id).await {
+                Check::Live(bytes) => {
+                    let plain = match self.ring.open_bound(
+                        Purpose::StoredSession,
+                        &ticket.binding(),
+                        &bytes,
+                    ) {
+                        Ok(p) => p,
+                        Err(OpenError::UnknownKey) => return SessionState::Invalid("unknown key"),
+                        Err(_) => return SessionState::Invalid("undecryptable"),
+                    };
+                    let Ok(session) = serde_json::from_slice::<Session>(&plain) else {
+                        return SessionState::Invalid("unreadable");
+                    };
+                    let written = AtomicU64::new(session.last_seen);
+                    let entry = Arc::new(Stored {
+                        ticket,
+                        session: Arc::new(session),
+                        written,
+                    });
+                    self.stored.insert(entry.ticket.id.clone(), entry.clone());
+                    entry
+                }
+                Check::Revoked => {
+                    self.stored.invalidate(&ticket.id);
+                    return SessionState::Revoked;
+                }
+                Check::Grace => match cached {
+                    Some(e) => e,
+                    None => return SessionState::Unavailable,
+                },
+                Check::Unavailable => return SessionState::Unavailable,
+            },
+        };
+        if self.expired(&entry.session) {
             return SessionState::Expired;
         }
-        let refresh = now.saturating_sub(session.last_seen) >= self.refresh_interval();
-        SessionState::Valid { session, refresh }
+        let now = now();
+        let last = entry.written.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.refresh_interval()
+            && entry
+                .written
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mut updated = (*entry.session).clone();
+            updated.last_seen = now;
+            let sealed = self.seal_stored(&entry.ticket, &updated);
+            let ttl = Duration::from_secs(self.deadline(&updated).saturating_sub(now).max(1));
+            let expires = self.deadline(&updated);
+            let session = Arc::new(updated);
+            self.stored.insert(
+                entry.ticket.id.clone(),
+                Arc::new(Stored {
+                    ticket: entry.ticket.clone(),
+                    session: session.clone(),
+                    written: AtomicU64::new(now),
+                }),
+            );
+            let shared = shared.clone();
+            let id = entry.ticket.id.clone();
+            let provider = session.provider.clone();
+            tokio::spawn(async move {
+                if shared.write(&id, sealed, ttl, false).await.is_ok() {
+                    let _ = shared.touch_active(&provider, &id, expires).await;
+                }
+            });
+            return SessionState::Valid {
+                session,
+                refresh: false,
+            };
+        }
+        SessionState::Valid {
+            session: entry.session.clone(),
+            refresh: false,
+        }
+    }
+
+    fn seal_stored(&self, ticket: &Ticket, session: &Session) -> Vec<u8> {
+        let json = serde_json::to_vec(session).expect("a session always serialises");
+        self.ring
+            .seal_bound(Purpose::StoredSession, &ticket.binding(), &json)
+    }
+
+    /// Whether sessions live in Redis (the cookie is only a ticket).
+    pub fn server_side(&self) -> bool {
+        self.config.store == SessionStore::Redis && self.shared.is_some()
+    }
+
+    /// Starts a session. Server-side: stores it (id_token included) and returns the ticket cookie;
+    /// cookie mode: returns the session's cookies. With Redis, the session is indexed by subject and
+    /// provider `sid`, so it can be revoked by an administrator or by the provider; a login Redis
+    /// cannot record is refused rather than left unrevocable.
+    pub async fn create(
+        &self,
+        session: &mut Session,
+        spec: &CookieSpec,
+        cookies: &[(String, String)],
+    ) -> Result<Vec<String>, CreateError> {
+        let name = spec.name(&self.config.cookie_name);
+        let remaining = Duration::from_secs(
+            session
+                .created
+                .saturating_add(self.config.max_lifetime.as_secs())
+                .saturating_sub(now()),
+        );
+        let set = match (&self.shared, self.config.store) {
+            (Some(shared), SessionStore::Redis) => {
+                let ticket = Ticket::new();
+                session.id = ticket.id.clone();
+                let sealed = self.seal_stored(&ticket, session);
+                let ttl = Duration::from_secs(self.deadline(session).saturating_sub(now()).max(1));
+                shared.write(&ticket.id, sealed, ttl, true).await?;
+                cookies::write_chunked(
+                    spec,
+                    &name,
+                    &ticket.cookie_value(),
+                    remaining,
+                    cookies::present_chunks(cookies, &name),
+                )?
+            }
+            _ => {
+                session.id_token = None;
+                self.issue(session, spec, cookies)?
+            }
+        };
+        if let Some(shared) = &self.shared {
+            let meta = SessionMeta {
+                id: session.id.clone(),
+                provider: session.provider.clone(),
+                created: session.created,
+                expires: self.deadline(session),
+            };
+            let sid = session.claims.get("sid").and_then(|v| v.as_str());
+            shared.index(&meta, session.sub(), sid).await?;
+        }
+        Ok(set)
+    }
+
+    /// Ends `session` on every replica; without Redis there is nothing beyond the browser's copy.
+    pub async fn revoke(&self, session: &Session, cause: Cause) -> Result<(), StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        self.stored.invalidate(&session.id);
+        shared
+            .revoke(
+                &session.id,
+                Some(&session.provider),
+                Some(
+                    session
+                        .created
+                        .saturating_add(self.config.max_lifetime.as_secs()),
+                ),
+                cause,
+            )
+            .await
     }
 
     /// `Set-Cookie` values writing `session`, deleting chunks the new value no longer uses. Refused when
@@ -167,6 +500,10 @@ mod tests {
 
     fn manager(idle: u64, max: u64) -> SessionManager {
         SessionManager::new(SessionConfig {
+            store: SessionStore::Cookie,
+            redis: None,
+            recheck_interval: Duration::from_secs(30),
+            redis_grace: Duration::from_secs(60),
             keys: vec![[3; 32]],
             cookie_name: "passerelle".into(),
             idle_timeout: Duration::from_secs(idle),
@@ -175,6 +512,7 @@ mod tests {
             secure: None,
             logout_clear_site_data: Vec::new(),
         })
+        .unwrap()
     }
 
     fn session(created: u64, last_seen: u64, big: usize) -> Session {
@@ -190,8 +528,16 @@ mod tests {
             requested_acr: Vec::new(),
             created,
             last_seen,
+            id_token: None,
             rendered: Default::default(),
         }
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     fn jar(set_cookies: &[String]) -> Vec<(String, String)> {
@@ -217,7 +563,7 @@ mod tests {
             let s = session(now(), now(), big);
             let set = m.issue(&s, &spec, &[]).unwrap();
             assert_eq!(set.len() > 1, big > 1000);
-            match m.load(&jar(&set), &spec) {
+            match block(m.load(&jar(&set), &spec)) {
                 SessionState::Valid { session, refresh } => {
                     assert_eq!(*session, s);
                     assert!(!refresh);
@@ -240,7 +586,7 @@ mod tests {
                     Ok(set) => {
                         assert!(set.iter().all(|c| c.len() <= cookies::MAX_SET_COOKIE));
                         assert!(matches!(
-                            m.load(&jar(&set), &spec),
+                            block(m.load(&jar(&set), &spec)),
                             SessionState::Valid { .. }
                         ));
                     }
@@ -266,14 +612,14 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    m.load(&[(name.into(), "1".into())], &spec),
+                    block(m.load(&[(name.into(), "1".into())], &spec)),
                     SessionState::None
                 ),
                 "{name}"
             );
         }
         assert!(matches!(
-            m.load(&[("passerelle.7".into(), "1".into())], &spec),
+            block(m.load(&[("passerelle.7".into(), "1".into())], &spec)),
             SessionState::Invalid(_)
         ));
     }
@@ -292,7 +638,7 @@ mod tests {
             s.id = format!("id-{i}");
             let set = m.issue(&s, &spec, &[]).unwrap();
             assert!(matches!(
-                m.load(&jar(&set), &spec),
+                block(m.load(&jar(&set), &spec)),
                 SessionState::Valid { .. }
             ));
         }
@@ -332,16 +678,22 @@ mod tests {
         let idle = m
             .issue(&session(now() - 100, now() - 61, 1), &spec, &[])
             .unwrap();
-        assert!(matches!(m.load(&jar(&idle), &spec), SessionState::Expired));
+        assert!(matches!(
+            block(m.load(&jar(&idle), &spec)),
+            SessionState::Expired
+        ));
         let old = m
             .issue(&session(now() - 3601, now(), 1), &spec, &[])
             .unwrap();
-        assert!(matches!(m.load(&jar(&old), &spec), SessionState::Expired));
+        assert!(matches!(
+            block(m.load(&jar(&old), &spec)),
+            SessionState::Expired
+        ));
         let stale = m
             .issue(&session(now() - 100, now() - 30, 1), &spec, &[])
             .unwrap();
         assert!(matches!(
-            m.load(&jar(&stale), &spec),
+            block(m.load(&jar(&stale), &spec)),
             SessionState::Valid { refresh: true, .. }
         ));
     }
@@ -359,22 +711,26 @@ mod tests {
         let mid = v.len() / 2;
         let flipped = if &v[mid..mid + 1] == "A" { "B" } else { "A" };
         v.replace_range(mid..mid + 1, flipped);
-        assert!(matches!(m.load(&cookies, &spec), SessionState::Invalid(_)));
+        assert!(matches!(
+            block(m.load(&cookies, &spec)),
+            SessionState::Invalid(_)
+        ));
         let foreign = SessionManager::new(SessionConfig {
             keys: vec![[9; 32]],
             ..m.config.clone()
-        });
+        })
+        .unwrap();
         let theirs = foreign
             .issue(&session(now(), now(), 1), &spec, &[])
             .unwrap();
         assert!(matches!(
-            m.load(&jar(&theirs), &spec),
+            block(m.load(&jar(&theirs), &spec)),
             SessionState::Invalid("unknown key")
         ));
         assert!(matches!(
-            m.load(&[("passerelle".into(), "garbage".into())], &spec),
+            block(m.load(&[("passerelle".into(), "garbage".into())], &spec)),
             SessionState::Invalid(_)
         ));
-        assert!(matches!(m.load(&[], &spec), SessionState::None));
+        assert!(matches!(block(m.load(&[], &spec)), SessionState::None));
     }
 }

@@ -92,6 +92,10 @@ pub struct Session {
     /// Last time a request refreshed the session: the idle timeout counts from here.
     #[serde(rename = "l")]
     pub last_seen: u64,
+    /// The raw id_token, for RP-initiated logout. Server-side sessions only: a cookie session keeps it
+    /// in its own cookie, sent only to Passerelle's endpoints.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     #[serde(skip)]
     pub rendered: RenderedHeaders,
 }

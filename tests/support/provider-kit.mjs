@@ -47,7 +47,7 @@ export function signingKeys() {
 
 /** The one client (the Passerelle under test) a provider registers; `userinfoAlg` absent: JSON userinfo. */
 export function clientRegistration({
-  clientId, clientSecret, redirectUris, postLogoutRedirectUris, authMethod, idTokenAlg, userinfoAlg,
+  clientId, clientSecret, redirectUris, postLogoutRedirectUris, authMethod, idTokenAlg, userinfoAlg, backchannelLogoutUri,
 }) {
   const client = {
     client_id: clientId,
@@ -60,6 +60,10 @@ export function clientRegistration({
     id_token_signed_response_alg: idTokenAlg,
   };
   if (userinfoAlg) client.userinfo_signed_response_alg = userinfoAlg;
+  if (backchannelLogoutUri) {
+    client.backchannel_logout_uri = backchannelLogoutUri;
+    client.backchannel_logout_session_required = true; // logout tokens carry `sid`
+  }
   return client;
 }
 

@@ -61,6 +61,8 @@ export const SCOPE_CLAIMS = Object.freeze({
  * @param {Record<string, object>} [opts.accounts] login -> claims (must include sub)
  * @param {Record<string, string[]>} [opts.scopes] scope -> claims
  * @param {boolean} [opts.quiet] filter oidc-provider's console notices (default true)
+ * @param {string} [opts.backchannelLogoutUri] enables Back-Channel Logout 1.0 towards this URI; every logout token
+ *   sent is recorded in `op.backchannel` ({ token, status })
  */
 export async function startProvider(opts = {}) {
   const {
@@ -74,6 +76,7 @@ export async function startProvider(opts = {}) {
     accounts = ACCOUNTS,
     scopes = SCOPE_CLAIMS,
     quiet = true,
+    backchannelLogoutUri,
   } = opts;
   if (!Array.isArray(redirectUris) || redirectUris.length === 0) {
     throw new TypeError('startProvider: redirectUris is required');
@@ -83,6 +86,8 @@ export async function startProvider(opts = {}) {
   const calls = [];
   const issued = [];
   const errors = [];
+  const backchannel = [];
+  const keys = signingKeys();
 
   // Listen first: the issuer must contain the port before the Provider is built.
   const server = http.createServer();
@@ -93,8 +98,19 @@ export async function startProvider(opts = {}) {
     clients: [clientRegistration({
       clientId, clientSecret, redirectUris, postLogoutRedirectUris, authMethod, idTokenAlg,
       userinfoAlg: userinfoSigned ? 'RS256' : undefined,
+      backchannelLogoutUri,
     })],
-    jwks: { keys: signingKeys() },
+    jwks: { keys },
+    // oidc-provider's outgoing requests go through an SSRF guard that refuses 127.0.0.0/8: the Passerelle under
+    // test listens there. Drop the guard's dispatcher, and record what is sent back-channel.
+    fetch: async (url, options) => {
+      const { dispatcher, ...rest } = options;
+      const res = await fetch(url, rest);
+      if (String(url) === backchannelLogoutUri) {
+        backchannel.push({ token: new URLSearchParams(String(rest.body)).get('logout_token'), status: res.status });
+      }
+      return res;
+    },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     claims: scopes,
     // `id` is the account's sub (the login typed on the form is mapped to it, see the request handler).
@@ -110,6 +126,7 @@ export async function startProvider(opts = {}) {
       devInteractions: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       jwtUserinfo: { enabled: true },
+      backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
     },
     // The Passerelle under test is the only client; keep errors visible in `errors`.
     renderError: renderErrorInto(errors),
@@ -151,6 +168,9 @@ export async function startProvider(opts = {}) {
     errors,
     discovery,
     provider,
+    backchannel,
+    /** The provider's private signing keys (JWKs), to forge tokens a real provider could have signed. */
+    signingKeys: keys,
     /** requests received on a path, e.g. op.callsTo('/me') */
     callsTo(path) {
       return calls.filter((c) => c.path === path);

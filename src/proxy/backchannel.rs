@@ -1,0 +1,162 @@
+//! `POST {prefix}/backchannel-logout`: OpenID Connect Back-Channel Logout 1.0.
+//!
+//! The provider posts a `logout_token` when a person's session ends there. Passerelle ends every session
+//! that provider `sid` covers (or, without `sid`, every session of that `sub` with that provider), on every
+//! replica. 200 on success; 400 with a JSON error for anything else: a provider, or anyone on the network,
+//! never gets a 5xx for bad input.
+
+use super::{Gateway, Reply};
+use crate::oidc::{LogoutToken, LogoutTokenError};
+use crate::session::{Cause, StoreError};
+use pingora::proxy::Session as HttpSession;
+
+/// A form with one logout token is well under this.
+const MAX_BODY: usize = 64 * 1024;
+
+fn error(status: u16, code: &str, description: &str) -> Reply {
+    Reply::json(
+        status,
+        &serde_json::json!({"error": code, "error_description": description}),
+    )
+}
+
+/// Reads the form body, bounded: the request comes from the network, before any check.
+async fn read_form(session: &mut HttpSession) -> Result<Vec<u8>, Reply> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(error(400, "invalid_request", "body too large"));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(error(400, "invalid_request", "unreadable body")),
+        }
+    }
+}
+
+pub async fn handle(gw: &Gateway, session: &mut HttpSession, request_id: &str) -> Reply {
+    if session.req_header().method != http::Method::POST {
+        return error(405, "invalid_request", "POST a logout_token").header("Allow", "POST".into());
+    }
+    let content_type = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if content_type.as_deref() != Some("application/x-www-form-urlencoded") {
+        return error(
+            400,
+            "invalid_request",
+            "expected application/x-www-form-urlencoded",
+        );
+    }
+    let body = match read_form(session).await {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let mut tokens = url::form_urlencoded::parse(&body)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned());
+    let token = match (tokens.next(), tokens.next()) {
+        (Some(t), None) if !t.is_empty() => t,
+        _ => {
+            return error(
+                400,
+                "invalid_request",
+                "exactly one logout_token is expected",
+            )
+        }
+    };
+    let (provider, verified) = match verify(gw, &token).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(request_id, error = %e, "back-channel logout refused");
+            return error(400, "invalid_request", &e.to_string());
+        }
+    };
+    match end_sessions(gw, &provider, &verified).await {
+        Ok(Some(n)) => {
+            tracing::info!(target: "audit", request_id, provider = %provider, sessions = n, by_sid = verified.sid.is_some(), "back-channel logout");
+            Reply::json(200, &serde_json::json!({})).header("Cache-Control", "no-store".into())
+        }
+        Ok(None) => error(
+            400,
+            "invalid_request",
+            "logout_token replayed (jti already used)",
+        ),
+        Err(e) => {
+            // Redis is down: the provider may retry; the sessions are not ended yet, which it must know.
+            tracing::error!(request_id, error = %e, "back-channel logout: the session store failed");
+            error(503, "temporarily_unavailable", "session store unavailable")
+                .header("Retry-After", "5".into())
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("no configured provider has the token's issuer")]
+    UnknownIssuer,
+    #[error(transparent)]
+    Token(#[from] LogoutTokenError),
+    #[error("provider keys unavailable: {0}")]
+    Keys(String),
+}
+
+/// Finds the provider by the token's claimed issuer, then verifies the token with that provider's keys.
+/// Several providers may share an issuer (one client per network): the one whose checks pass wins.
+async fn verify(gw: &Gateway, token: &str) -> Result<(String, LogoutToken), Refusal> {
+    let issuer = crate::oidc::logout_token::claimed_issuer(token)
+        .ok_or(LogoutTokenError::Malformed("no readable iss".into()))?;
+    let mut last = Refusal::UnknownIssuer;
+    for provider in gw
+        .providers
+        .values()
+        .filter(|p| p.issuer() == issuer.as_str())
+    {
+        match provider.verify_logout_token(token).await {
+            Ok(Ok(t)) => return Ok((provider.name().to_string(), t)),
+            Ok(Err(e)) => last = Refusal::Token(e),
+            Err(e) => last = Refusal::Keys(e.to_string()),
+        }
+    }
+    Err(last)
+}
+
+/// Ends the sessions the token names; `None` when its `jti` was seen before.
+async fn end_sessions(
+    gw: &Gateway,
+    provider: &str,
+    token: &LogoutToken,
+) -> Result<Option<usize>, StoreError> {
+    let now = crate::session::now() as i64;
+    let ttl = std::time::Duration::from_secs(token.replay_until.saturating_sub(now).max(1) as u64);
+    match &gw.sessions.shared {
+        Some(shared) => {
+            if !shared.first_use(provider, &token.jti, ttl).await? {
+                return Ok(None);
+            }
+            let n = match (&token.sid, &token.sub) {
+                (Some(sid), _) => shared.revoke_sid(provider, sid, Cause::BackChannel).await?,
+                (None, Some(sub)) => {
+                    shared
+                        .revoke_subject(&[provider.to_string()], sub, Cause::BackChannel)
+                        .await?
+                }
+                (None, None) => 0,
+            };
+            Ok(Some(n))
+        }
+        None => Ok(gw.sessions.local_logout(provider, token).then_some(0)),
+    }
+}
