@@ -279,8 +279,23 @@ impl Link {
     }
 
     /// Runs one command or pipeline. A connection-level failure drops the connection, so the next
-    /// call reconnects (to the new master after a failover).
+    /// call reconnects (to the new master after a failover); when the failed connection was an old one,
+    /// the command is tried once more on a fresh connection, so the first request after a failover or a
+    /// Redis restart does not fail for a socket that was already dead. Every command Passerelle sends is
+    /// idempotent or harmless twice.
     pub async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        let reused = self.cached().is_some();
+        match self.attempt(pipe).await {
+            Err(StoreError::Unavailable(_)) | Err(StoreError::Timeout(_))
+                if reused && self.cached().is_none() && !self.backing_off() =>
+            {
+                self.attempt(pipe).await
+            }
+            other => other,
+        }
+    }
+
+    async fn attempt<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
         let mut conn = self.connect().await?;
         match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),

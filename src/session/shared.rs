@@ -403,6 +403,10 @@ impl Shared {
             Some(p) => Some(p.to_string()),
             None => self.meta(id).await.ok().flatten().map(|m| m.provider),
         };
+        // Without its metadata, the id left in the subject and sid indexes is skipped by listings
+        // and by later revocations; the indexes themselves expire with the longest session.
+        self.cmd::<()>(redis::cmd("DEL").arg(self.meta_key(id)).clone())
+            .await?;
         if let Some(p) = provider {
             self.cmd::<()>(redis::cmd("ZREM").arg(self.active_key(&p)).arg(id).clone())
                 .await?;
@@ -461,7 +465,10 @@ impl Shared {
         for p in providers {
             let key = self.subject_key(p, sub);
             for id in self.members(&key).await? {
-                self.revoke(&id, Some(p), None, cause).await?;
+                let Some(meta) = self.meta(&id).await? else {
+                    continue;
+                };
+                self.revoke(&id, Some(p), Some(meta.expires), cause).await?;
                 n += 1;
             }
             self.cmd::<()>(redis::cmd("DEL").arg(&key).clone()).await?;
@@ -477,12 +484,17 @@ impl Shared {
         cause: Cause,
     ) -> Result<usize, StoreError> {
         let key = self.sid_key(provider, sid);
-        let ids = self.members(&key).await?;
-        for id in &ids {
-            self.revoke(id, Some(provider), None, cause).await?;
+        let mut n = 0;
+        for id in self.members(&key).await? {
+            let Some(meta) = self.meta(&id).await? else {
+                continue;
+            };
+            self.revoke(&id, Some(provider), Some(meta.expires), cause)
+                .await?;
+            n += 1;
         }
         self.cmd::<()>(redis::cmd("DEL").arg(&key).clone()).await?;
-        Ok(ids.len())
+        Ok(n)
     }
 
     /// Records a logout token's `jti`; false if it was seen before (a replay).

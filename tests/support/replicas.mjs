@@ -21,6 +21,7 @@ export const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
  */
 export async function replicas(t, {
   n = 2, store = 'redis', redisToml, recheck = '30s', extraSession = '', backchannel = false, extraProviders = '',
+  provider = {}, scopes = ['openid', 'email', 'profile'],
 }) {
   const ports = [];
   for (let i = 0; i < n; i++) ports.push({ port: await freePort(), adminPort: await freePort() });
@@ -29,6 +30,7 @@ export async function replicas(t, {
     redirectUris: bases.map((b) => `${b}${PREFIX}/callback`),
     postLogoutRedirectUris: bases.map((b) => `${b}${PREFIX}/logged-out`),
     backchannelLogoutUri: backchannel ? `${bases[0]}${PREFIX}/backchannel-logout` : undefined,
+    ...provider,
   });
   t.after(() => op.stop());
   const upstream = await startUpstream();
@@ -42,7 +44,7 @@ export async function replicas(t, {
       adminPort,
       extraServer: `admin_token = ${q(ADMIN_TOKEN)}\n`,
       extraSession: `store = ${q(store)}\nrecheck_interval = ${q(recheck)}\n${extraSession}${redisToml}\n`,
-      providers: [providerToml('op', 'oidc', op, { scopes: ['openid', 'email', 'profile'] }), extraProviders],
+      providers: [providerToml('op', 'oidc', op, { scopes }), extraProviders],
       routes: `[[route]]
 path = "/"
 upstream = ${q(upstream.url)}
