@@ -15,8 +15,12 @@
 #        (b) public      a public route through Passerelle
 #        (c) auth        a protected route through Passerelle with the valid session cookie
 #        (d) api-401     the protected route without a cookie, as an API client (Accept: application/json -> 401)
-#      in BENCH_ROUNDS interleaved rounds (a, b, c, d, a, b, c, d, ...), so that load from other processes on a
+#        (e) auth-redis  the protected route on a second Passerelle (R1) with session.store = "redis" on a local
+#                        redis-server, with its ticket cookie (skipped with BENCH_REDIS=0)
+#      in BENCH_ROUNDS interleaved rounds (a, b, c, d, e, a, b, ...), so that load from other processes on a
 #      shared machine hits all cases alike;
+#   3b. with Redis: times BENCH_REVOCATIONS (default 100) logouts on R1 until a third Passerelle (R2, same
+#      Redis, the session cached) refuses the cookie: p50 / p99 / max;
 #   4. prints a table (median requests/s, p50, p99, and the CPU time Passerelle's proxy threads spent per
 #      request) with the ratios auth/public and public/direct (median of the per-round ratios), and writes it
 #      to bench/output/results.md with the raw wrk output beside it.
@@ -26,7 +30,8 @@
 # the echo's full answer to prove the identity headers arrive).
 #
 # Target: auth >= 0.9 x public (decoding and checking the encrypted session cookie and injecting the identity
-# headers should cost less than 10 % of a proxied request).
+# headers should cost less than 10 % of a proxied request); auth-redis >= 0.9 x auth (the Redis store costs no
+# round trip per request in the steady state); revocation seen by the other replica in < 1 s at p99.
 #
 # Environment (all optional):
 #   BENCH_DURATION     wrk duration per measurement            (default 10s)
@@ -34,6 +39,8 @@
 #   BENCH_CONNECTIONS  wrk connections                          (default 32)
 #   BENCH_WRK_THREADS  wrk threads                              (default 1)
 #   BENCH_THREADS      Passerelle's [server] threads            (default 1, see below)
+#   BENCH_REDIS        1: also the Redis-store cases (installs redis-server when missing); 0: skip them
+#   BENCH_REVOCATIONS  revocations timed                        (default 100)
 #   PASSERELLE_BIN     binary to measure                        (default target/release/passerelle)
 #
 # Before/after: bench/compare.sh OLD_BINARY NEW_BINARY runs this script on both, alternated, and puts the
@@ -70,14 +77,28 @@ if ! command -v wrk >/dev/null; then
   fi
 fi
 command -v wrk >/dev/null || die "wrk is not installed and could not be installed"
+WITH_REDIS=${BENCH_REDIS:-1}
+if [ "$WITH_REDIS" = 1 ] && [ ! -x /usr/bin/redis-server ]; then
+  say "installing redis-server (the Redis-store cases; BENCH_REDIS=0 skips them)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
+    || die "redis-server could not be installed (BENCH_REDIS=0 skips the Redis-store cases)"
+fi
 command -v curl >/dev/null || die "curl is needed"
 command -v ss >/dev/null || die "ss (iproute2) is needed to find free ports"
 
 # --- workspace and cleanup ------------------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/passerelle-bench.XXXXXX")
 SERVER_PID=""
+EXTRA_PIDS=()   # the Redis-store replicas and redis-server
 cleanup() {
-  local rc=$?
+  local rc=$? pid
+  for pid in "${EXTRA_PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${EXTRA_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     # SIGINT is pingora's fast shutdown; SIGKILL only if it is still there after 15 s.
     kill -INT "$SERVER_PID" 2>/dev/null || true
@@ -120,6 +141,11 @@ PROXY_PORT=$(pick_port); PICKED="$PICKED $PROXY_PORT"
 DEV_PORT=$(pick_port);   PICKED="$PICKED $DEV_PORT"
 ECHO_PORT=$(pick_port);  PICKED="$PICKED $ECHO_PORT"
 ADMIN_PORT=$(pick_port); PICKED="$PICKED $ADMIN_PORT"
+REDIS_PORT=$(pick_port); PICKED="$PICKED $REDIS_PORT"
+R1_PORT=$(pick_port); PICKED="$PICKED $R1_PORT"
+R1_ADMIN=$(pick_port); PICKED="$PICKED $R1_ADMIN"
+R2_PORT=$(pick_port); PICKED="$PICKED $R2_PORT"
+R2_ADMIN=$(pick_port); PICKED="$PICKED $R2_ADMIN"
 PROXY="http://127.0.0.1:$PROXY_PORT"
 DEV="http://127.0.0.1:$DEV_PORT"
 ECHO="http://127.0.0.1:$ECHO_PORT"
@@ -182,9 +208,9 @@ SERVER_PID=$!
 
 # Poll (never a fixed sleep): until $1 answers 2xx, the server dies, or 30 s pass.
 wait_for() {
-  local url=$1
+  local url=$1 pid=${2:-$SERVER_PID}
   for _ in $(seq 300); do
-    kill -0 "$SERVER_PID" 2>/dev/null || die "Passerelle exited during start-up"
+    kill -0 "$pid" 2>/dev/null || die "a server exited during start-up ($url)"
     curl -sf -o /dev/null --max-time 1 "$url" && return 0
     sleep 0.1
   done
@@ -196,26 +222,30 @@ wait_for "$PROXY/public"
 wait_for "$ECHO/"
 
 # --- scripted login -------------------------------------------------------------------------------------------
+# login_on PROXY JAR: signs in as angela through the development provider by script, prints the session
+# Cookie header value. The session cookie(s) only: `passerelle`, and `passerelle.1`, ... when a large session
+# is split. Not the login-flow cookies: curl's jar keeps those although the callback deletes them (Max-Age=0),
+# as a browser would not.
+login_on() {
+  local proxy=$1 jar=$2 authorize request callback back
+  local c=(curl -sS --max-time 10 -b "$jar" -c "$jar")
+  authorize=$("${c[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Accept: text/html' "$proxy/bench/start")
+  [ "${authorize%% *}" = 302 ] || die "GET $proxy/bench/start (navigation) answered ${authorize%% *}, expected 302 to the provider"
+  authorize=${authorize#* }
+  case "$authorize" in "$DEV"/authorize*) ;; *) die "login redirect goes to '$authorize', not to $DEV/authorize" ;; esac
+  request=$("${c[@]}" "$authorize" | grep -o 'name="request" value="[^"]*"' | head -n1 | sed 's/.*value="//; s/"$//')
+  [ -n "$request" ] || die "no hidden 'request' field on the provider's authorize page"
+  callback=$("${c[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' \
+    --data-urlencode "request=$request" --data-urlencode "identity=angela" "$DEV/authorize/approve")
+  [ "${callback%% *}" = 302 ] || die "approve answered ${callback%% *}, expected 302 to the callback"
+  callback=${callback#* }
+  case "$callback" in "$proxy"/.passerelle/callback*) ;; *) die "approve redirects to '$callback', not to Passerelle's callback" ;; esac
+  back=$("${c[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' "$callback")
+  [ "${back%% *}" = 302 ] || die "callback answered ${back%% *}, expected 302 back to the application"
+  awk -F'\t' 'NF>=7 && $6 ~ /^(__Host-)?passerelle(\.[0-9]+)?$/ && $7!="" {printf "%s%s=%s", sep, $6, $7; sep="; "}' "$jar"
+}
 say "signing in as angela through the development provider"
-JAR="$WORK/cookies.txt"
-C=(curl -sS --max-time 10 -b "$JAR" -c "$JAR")
-AUTHORIZE=$("${C[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Accept: text/html' "$PROXY/bench/start")
-[ "${AUTHORIZE%% *}" = 302 ] || die "GET $PROXY/bench/start (navigation) answered ${AUTHORIZE%% *}, expected 302 to the provider"
-AUTHORIZE=${AUTHORIZE#* }
-case "$AUTHORIZE" in "$DEV"/authorize*) ;; *) die "login redirect goes to '$AUTHORIZE', not to $DEV/authorize" ;; esac
-REQUEST=$("${C[@]}" "$AUTHORIZE" | grep -o 'name="request" value="[^"]*"' | head -n1 | sed 's/.*value="//; s/"$//')
-[ -n "$REQUEST" ] || die "no hidden 'request' field on the provider's authorize page"
-CALLBACK=$("${C[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' \
-  --data-urlencode "request=$REQUEST" --data-urlencode "identity=angela" "$DEV/authorize/approve")
-[ "${CALLBACK%% *}" = 302 ] || die "approve answered ${CALLBACK%% *}, expected 302 to the callback"
-CALLBACK=${CALLBACK#* }
-case "$CALLBACK" in "$PROXY"/.passerelle/callback*) ;; *) die "approve redirects to '$CALLBACK', not to Passerelle's callback" ;; esac
-BACK=$("${C[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' "$CALLBACK")
-[ "${BACK%% *}" = 302 ] || die "callback answered ${BACK%% *}, expected 302 back to the application"
-# The session cookie(s) only: `passerelle`, and `passerelle.1`, ... when a large session is split. Not the
-# login-flow cookies: curl's jar keeps those although the callback deletes them (Max-Age=0), as a browser
-# would not.
-COOKIE=$(awk -F'\t' 'NF>=7 && $6 ~ /^(__Host-)?passerelle(\.[0-9]+)?$/ && $7!="" {printf "%s%s=%s", sep, $6, $7; sep="; "}' "$JAR")
+COOKIE=$(login_on "$PROXY" "$WORK/cookies.txt")
 [ -n "$COOKIE" ] || die "no session cookie after the callback"
 say "session cookie obtained (${#COOKIE} bytes in the Cookie header)"
 
@@ -239,6 +269,44 @@ verify_auth
 check_status api-401 401 "$PROXY/app" -H "$J"
 say "checked: direct 200, public 200, auth 200 with X-Auth-Sub at the echo, api without cookie 401"
 
+# --- Redis store: two more replicas on one redis-server ------------------------------------------------------
+# R1 and R2 serve the same routes with session.store = "redis", signing in at the same development provider
+# (as an ordinary OIDC provider). R1 is measured like (c); R2 is the "other replica" of the revocation timing.
+REDIS_COOKIE=""
+if [ "$WITH_REDIS" = 1 ]; then
+  /usr/bin/redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
+    >"$WORK/redis.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  # The bench config, with the replica's ports, store = "redis" and the dev provider as a plain OIDC provider.
+  for r in 1 2; do
+    port_var="R${r}_PORT"; admin_var="R${r}_ADMIN"
+    {
+      sed -n '1,/^\[session\]/p' "$CONFIG" | sed -e "s/127.0.0.1:$PROXY_PORT/127.0.0.1:${!port_var}/g" \
+        -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:${!admin_var}/g" -e "s#$PROXY#http://127.0.0.1:${!port_var}#g"
+      echo 'store = "redis"'
+      echo 'recheck_interval = "30s"'
+      sed -n '/^\[session\]/,/^$/p' "$CONFIG" | sed '1d'
+      echo '[session.redis]'
+      echo "url = \"redis://127.0.0.1:$REDIS_PORT\""
+      echo
+      sed -n '/^\[providers.dev\]/,$p' "$CONFIG" \
+        | sed -e '/^\[echo\]/,/^$/d' -e 's/^kind = "dev"/kind = "oidc"/' -e "s#^listen = \"127.0.0.1:$DEV_PORT\"#issuer = \"$DEV\"#"
+    } >"$WORK/replica$r.toml"
+    "$BIN" check --config "$WORK/replica$r.toml" >&2 || die "the Redis replica config does not pass \`passerelle check\`"
+    "$BIN" run --config "$WORK/replica$r.toml" >"$WORK/replica$r.log" 2>&1 &
+    EXTRA_PIDS+=($!)
+    declare "R${r}_PID=$!"
+  done
+  wait_for "http://127.0.0.1:$R1_ADMIN/ready" "$R1_PID"
+  wait_for "http://127.0.0.1:$R2_ADMIN/ready" "$R2_PID"
+  R1="http://127.0.0.1:$R1_PORT"; R2="http://127.0.0.1:$R2_PORT"
+  REDIS_COOKIE=$(login_on "$R1" "$WORK/cookies-redis.txt")
+  [ -n "$REDIS_COOKIE" ] || die "no session ticket from the Redis replica"
+  check_status auth-redis 200 "$R2/app" -H "$J" -H "Cookie: $REDIS_COOKIE"
+  grep -q '"x-auth-sub"' "$WORK/body" || die "(auth-redis) the echo did not receive X-Auth-Sub through R2"
+  say "Redis store: ticket cookie ${#REDIS_COOKIE} bytes, opens R2 too"
+fi
+
 # --- measure --------------------------------------------------------------------------------------------------
 to_ms() { # wrk latency (e.g. 669.00us, 1.49ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN {
@@ -254,8 +322,8 @@ to_ms() { # wrk latency (e.g. 669.00us, 1.49ms, 2.00s) -> milliseconds
 # contention adds context switches).
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 proxy_ticks() {
-  local t total=0 f
-  for t in /proc/"$SERVER_PID"/task/*; do
+  local t total=0 f pid=${1:-$SERVER_PID}
+  for t in /proc/"$pid"/task/*; do
     [ "$(cat "$t/comm" 2>/dev/null)" = passerelle ] || continue
     f=$(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
     total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
@@ -263,14 +331,14 @@ proxy_ticks() {
   echo "$total"
 }
 declare -A RPS P50 P99 NON2XX ERRS CPU   # keyed "case#round"
-run_wrk() { # name round url [wrk args...]
+run_wrk() { # name round url [wrk args...]; the CPU is counted on $WRK_PID (default: the main server)
   local name=$1 round=$2 url=$3; shift 3
-  local k="$name#$round" out="$WORK/wrk-$name-$round.txt" t0 t1 n
+  local k="$name#$round" out="$WORK/wrk-$name-$round.txt" t0 t1 n pid=${WRK_PID:-$SERVER_PID}
   say "round $round/$ROUNDS: wrk ($name) $url  [-t$WRK_THREADS -c$CONNECTIONS -d$DURATION]"
-  t0=$(proxy_ticks)
+  t0=$(proxy_ticks "$pid")
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency "$@" "$url" >"$out" 2>&1 \
     || die "wrk ($name) failed: $(cat "$out")"
-  t1=$(proxy_ticks)
+  t1=$(proxy_ticks "$pid")
   cp "$out" "$OUT_DIR/"
   n=$(awk '/requests in/ {print $1}' "$out")
   CPU[$k]=$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
@@ -297,6 +365,7 @@ fi
 mkdir -p "$OUT_DIR"
 rm -f "$OUT_DIR"/wrk-*.txt
 CASES=(direct public auth api-401)
+[ -n "$REDIS_COOKIE" ] && CASES+=(auth-redis)
 # Interleaved rounds: each round measures the four cases back to back, so a neighbour's load that comes and
 # goes hits the cases of a round alike; the ratios are taken within each round, then the median over rounds.
 for round in $(seq "$ROUNDS"); do
@@ -305,6 +374,9 @@ for round in $(seq "$ROUNDS"); do
   run_wrk public  "$round" "$PROXY/public?fixed" -H "$J"
   run_wrk auth    "$round" "$PROXY/app?fixed" -H "$J" -H "Cookie: $COOKIE"
   run_wrk api-401 "$round" "$PROXY/app?fixed" -H "$J"
+  if [ -n "$REDIS_COOKIE" ]; then
+    WRK_PID=$R1_PID run_wrk auth-redis "$round" "$R1/app?fixed" -H "$J" -H "Cookie: $REDIS_COOKIE"
+  fi
 done
 
 # wrk counts 3xx as successes: check again after the run that the cookie still opens the route, and that the
@@ -312,12 +384,42 @@ done
 verify_auth
 ERR_TOTAL=0
 for round in $(seq "$ROUNDS"); do
-  for n in direct public auth; do
+  for n in "${CASES[@]}"; do
+    [ "$n" = api-401 ] && continue
     [ "${NON2XX[$n#$round]}" = 0 ] \
       || die "($n) round $round: ${NON2XX[$n#$round]} responses were not 2xx/3xx (see $OUT_DIR/wrk-$n-$round.txt)"
   done
   for n in "${CASES[@]}"; do ERR_TOTAL=$((ERR_TOTAL + ERRS[$n#$round])); done
 done
+
+# --- revocation seen by the other replica ----------------------------------------------------------------------
+# For each of BENCH_REVOCATIONS sessions: sign in on R1, let R2 cache the session (one 200), log out on R1, then
+# poll R2 until it refuses the cookie. The time counts from the logout request to R2's first refusal.
+REVOKE_MS=()
+if [ -n "$REDIS_COOKIE" ]; then
+  say "timing ${BENCH_REVOCATIONS:-100} revocations as seen by the other replica"
+  for i in $(seq "${BENCH_REVOCATIONS:-100}"); do
+    rm -f "$WORK/rev.txt"
+    c=$(login_on "$R1" "$WORK/rev.txt")
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -H "Cookie: $c" "$R2/app?fixed")" = 200 ] \
+      || die "revocation $i: R2 does not serve the new session"
+    t0=$(date +%s%N)
+    curl -s -o /dev/null -H "Cookie: $c" "$R1/.passerelle/logout"
+    refused=""
+    for _ in $(seq 2000); do
+      if [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -H "Cookie: $c" "$R2/app?fixed")" != 200 ]; then
+        refused=1; break
+      fi
+    done
+    [ -n "$refused" ] || die "revocation $i: R2 still serves the session after 2000 polls"
+    t1=$(date +%s%N)
+    REVOKE_MS+=("$(awk -v d=$((t1 - t0)) 'BEGIN { printf "%.1f", d / 1e6 }')")
+  done
+fi
+percentile() { # p values...
+  local p=$1; shift
+  printf '%s\n' "$@" | sort -g | awk -v p="$p" '{v[NR] = $1} END { i = int((p / 100) * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; print v[i] }'
+}
 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else printf "0" }'; }
@@ -346,6 +448,15 @@ R_AUTH_PUBLIC=$(median "${ap[@]}" | awk '{printf "%.2f", $1}')
 R_PUBLIC_DIRECT=$(median "${pd[@]}" | awk '{printf "%.2f", $1}')
 R_CPU=$(awk -v a="${MCPU[auth]}" -v b="${MCPU[public]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')
 MET=$(awk -v r="$R_AUTH_PUBLIC" 'BEGIN { print (r + 0 >= 0.9) ? "met" : "NOT met" }')
+if [ -n "$REDIS_COOKIE" ]; then
+  rc=()
+  for round in $(seq "$ROUNDS"); do rc+=("$(ratio "${RPS[auth-redis#$round]}" "${RPS[auth#$round]}")"); done
+  R_REDIS_COOKIE=$(median "${rc[@]}" | awk '{printf "%.2f", $1}')
+  R_REDIS_CPU=$(awk -v a="${MCPU[auth-redis]}" -v b="${MCPU[auth]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')
+  MET_REDIS=$(awk -v r="$R_REDIS_COOKIE" 'BEGIN { print (r + 0 >= 0.9) ? "met" : "NOT met" }')
+  REV_P50=$(percentile 50 "${REVOKE_MS[@]}"); REV_P99=$(percentile 99 "${REVOKE_MS[@]}"); REV_MAX=$(percentile 100 "${REVOKE_MS[@]}")
+  MET_REV=$(awk -v r="$REV_P99" 'BEGIN { print (r + 0 < 1000) ? "met" : "NOT met" }')
+fi
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 
@@ -363,6 +474,9 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
   echo "| (b) public | public route through Passerelle | ${MRPS[public]} | ${MP50[public]} | ${MP99[public]} | ${MCPU[public]} | ${SUM_NON2XX[public]} | ${SUM_ERRS[public]} |"
   echo "| (c) auth | protected route, valid session cookie | ${MRPS[auth]} | ${MP50[auth]} | ${MP99[auth]} | ${MCPU[auth]} | ${SUM_NON2XX[auth]} | ${SUM_ERRS[auth]} |"
   echo "| (d) api-401 | protected route, no cookie, API client (401) | ${MRPS[api-401]} | ${MP50[api-401]} | ${MP99[api-401]} | ${MCPU[api-401]} | ${SUM_NON2XX[api-401]} (expected: all) | ${SUM_ERRS[api-401]} |"
+  if [ -n "$REDIS_COOKIE" ]; then
+    echo "| (e) auth-redis | protected route, session in Redis (ticket cookie), another process | ${MRPS[auth-redis]} | ${MP50[auth-redis]} | ${MP99[auth-redis]} | ${MCPU[auth-redis]} | ${SUM_NON2XX[auth-redis]} | ${SUM_ERRS[auth-redis]} |"
+  fi
   echo
   echo "Medians over $ROUNDS interleaved round(s); non-2xx/3xx and socket errors are totals. proxy CPU: CPU time"
   echo "of Passerelle's proxy threads per request (not the echo's, not wrk's); 0 for (a), which bypasses them."
@@ -370,6 +484,10 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
   echo "- auth / public = **$R_AUTH_PUBLIC** (target: authenticated >= 0.9 x public — $MET)"
   echo "- public / direct = **$R_PUBLIC_DIRECT** (cost of the proxy hop itself)"
   echo "- proxy CPU per request, auth / public = **$R_CPU** (what authentication adds to Passerelle's own work)"
+  if [ -n "$REDIS_COOKIE" ]; then
+    echo "- Redis store / cookie store (authenticated) = **$R_REDIS_COOKIE** requests/s, **$R_REDIS_CPU** proxy CPU per request (target: >= 0.9 — $MET_REDIS); Redis ticket cookie: ${#REDIS_COOKIE} bytes"
+    echo "- revocation seen by the other replica, ${#REVOKE_MS[@]} logouts: p50 **${REV_P50} ms**, p99 **${REV_P99} ms**, max ${REV_MAX} ms (target: p99 < 1 s — $MET_REV)"
+  fi
   echo
   echo "Per round (requests/s):"
   echo
