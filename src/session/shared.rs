@@ -158,16 +158,28 @@ impl Shared {
             .latency_sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         match &result {
-            Ok(_) => self.down_since.store(0, Ordering::Relaxed),
+            Ok(_) => {
+                let since = self.down_since.swap(0, Ordering::Relaxed);
+                if since != 0 {
+                    tracing::info!(
+                        after_ms = self.now_ms().saturating_sub(since),
+                        "session store reachable again"
+                    );
+                }
+            }
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                let _ = self.down_since.compare_exchange(
-                    0,
-                    self.now_ms(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-                tracing::warn!(error = %e, "session store");
+                // One warning when Redis starts failing, not one per request while it is down: the
+                // count is in passerelle_store_errors_total.
+                let first = self
+                    .down_since
+                    .compare_exchange(0, self.now_ms(), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+                if first {
+                    tracing::warn!(error = %e, "session store unreachable");
+                } else {
+                    tracing::debug!(error = %e, "session store");
+                }
             }
         }
         result

@@ -185,9 +185,11 @@ async function runInBackground(toml, { env = {} }) {
  * @param {object} [opts]
  * @param {Record<string,string>} [opts.env] extra environment (PASSERELLE_KEY is set to a fresh key unless given)
  * @param {number} [opts.readyTimeoutMs] default 20000
+ * @param {string} [opts.readyPath] the admin path polled until 200: '/ready' (default), or '/health' for a start
+ *   that is meant not to be ready (its Redis is down, say)
  */
 export async function startPasserelle(configToml, opts = {}) {
-  const { env = {}, readyTimeoutMs = 20000 } = opts;
+  const { env = {}, readyTimeoutMs = 20000, readyPath = '/ready' } = opts;
   if (!binaryExists()) throw new Error(`Passerelle binary not found at ${PASSERELLE_BIN} (cargo build --release first)`);
   const publicUrl = tomlString(configToml, 'server', 'public_url');
   const adminListen = tomlString(configToml, 'server', 'admin_listen');
@@ -195,7 +197,7 @@ export async function startPasserelle(configToml, opts = {}) {
 
   const p = await runInBackground(configToml, { env });
   try {
-    await p.ready(`http://${adminListen}/ready`, readyTimeoutMs);
+    await p.ready(`http://${adminListen}${readyPath}`, readyTimeoutMs);
   } catch (e) {
     await p.stop();
     throw e;

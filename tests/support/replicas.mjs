@@ -21,7 +21,7 @@ export const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
  */
 export async function replicas(t, {
   n = 2, store = 'redis', redisToml, recheck = '30s', extraSession = '', backchannel = false, extraProviders = '',
-  provider = {}, scopes = ['openid', 'email', 'profile'],
+  provider = {}, scopes = ['openid', 'email', 'profile'], readyPath = '/ready',
 }) {
   const ports = [];
   for (let i = 0; i < n; i++) ports.push({ port: await freePort(), adminPort: await freePort() });
@@ -55,7 +55,7 @@ scopes = ["email"]
 "X-Auth-Email" = "email"
 `,
     });
-    const p = await startPasserelle(toml, { env: { PASSERELLE_KEY: key } });
+    const p = await startPasserelle(toml, { env: { PASSERELLE_KEY: key }, readyPath });
     t.after(async () => {
       await p.stop();
       await keepOutput(outputName(t, { suffix: `replica${i}` }), toml, p.logs());
