@@ -130,16 +130,35 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Ready while Redis answers, and while it has failed for less than `session.redis_grace`: every
+    /// replica sees the same Redis, and an orchestrator that unreadied them all at the first failed
+    /// PING would turn the grace the sessions get into an outage.
     async fn ready(&self) -> (u16, Vec<u8>) {
-        match &self.shared {
-            None => (200, b"ok\n".to_vec()),
-            Some(shared) => match shared.cmd::<String>(redis::cmd("PING")).await {
-                Ok(_) => (
-                    200,
-                    format!("ok\nredis: up ({})\n", shared.link.kind).into_bytes(),
-                ),
-                Err(e) => (503, format!("not ready\nredis: {e}\n").into_bytes()),
-            },
+        let Some(shared) = &self.shared else {
+            return (200, b"ok\n".to_vec());
+        };
+        match shared.cmd::<String>(redis::cmd("PING")).await {
+            Ok(_) => (
+                200,
+                format!("ok\nredis: up ({})\n", shared.link.kind).into_bytes(),
+            ),
+            Err(e) => {
+                let down = shared.down_for().unwrap_or_default();
+                let grace = shared.config.redis_grace;
+                if down < grace {
+                    (
+                        200,
+                        format!(
+                            "ok\nredis: unreachable for {}s, cached sessions served for {}s more: {e}\n",
+                            down.as_secs(),
+                            (grace - down).as_secs()
+                        )
+                        .into_bytes(),
+                    )
+                } else {
+                    (503, format!("not ready\nredis: {e}\n").into_bytes())
+                }
+            }
         }
     }
 
@@ -252,10 +271,15 @@ impl Admin {
             }
             ("/sessions/revoke", "POST", None, Some(id)) if id.len() <= 64 => {
                 tracing::info!(target: "audit", session = %id, "session API: revoke one session");
-                shared
-                    .revoke(&id, None, None, Cause::Admin)
-                    .await
-                    .map(|()| json(200, serde_json::json!({ "revoked": 1 })))
+                match shared.meta(&id).await {
+                    // Unknown, expired or already revoked: nothing to end.
+                    Ok(None) => Ok(json(200, serde_json::json!({ "revoked": 0 }))),
+                    Ok(Some(meta)) => shared
+                        .revoke(&id, Some(&meta.provider), Some(meta.expires), Cause::Admin)
+                        .await
+                        .map(|()| json(200, serde_json::json!({ "revoked": 1 }))),
+                    Err(e) => Err(e),
+                }
             }
             ("/sessions", _, _, _) | ("/sessions/revoke", _, _, _) => {
                 return json(

@@ -222,6 +222,9 @@ fn sessions(action: SessionsAction) -> ExitCode {
         }
         _ => admin,
     };
+    if !host.ip().is_loopback() {
+        eprintln!("warning: {host} is not a loopback address: the admin token travels unencrypted; run this command on the machine (or in the pod) where Passerelle runs");
+    }
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish();

@@ -158,7 +158,7 @@ impl Validator<'_> {
             .iter()
             .any(|s| text.starts_with(s));
         // A URL may carry a password (`redis://:secret@host`): never echo that part back.
-        let shown = match text.split_once('@') {
+        let shown = match text.rsplit_once('@') {
             Some((scheme_and_user, host)) => {
                 let scheme = scheme_and_user.split("://").next().unwrap_or("redis");
                 format!("{scheme}://***@{host}")

@@ -122,7 +122,23 @@ impl Provider {
         token: &str,
     ) -> Result<Result<super::LogoutToken, super::LogoutTokenError>, LoginError> {
         let mut discovered = self.metadata().await?;
-        let algs = super::userinfo::algorithms(&self.config.id_token_algs);
+        // HS* is keyed by the client secret, which operators and config files hold: a logout token so
+        // signed could end anyone's sessions. Accepted only from a provider configured to sign with
+        // HS* alone.
+        let configured = super::userinfo::algorithms(&self.config.id_token_algs);
+        let symmetric = |a: &jsonwebtoken::Algorithm| {
+            matches!(
+                a,
+                jsonwebtoken::Algorithm::HS256
+                    | jsonwebtoken::Algorithm::HS384
+                    | jsonwebtoken::Algorithm::HS512
+            )
+        };
+        let algs: Vec<_> = if configured.iter().all(symmetric) {
+            configured
+        } else {
+            configured.into_iter().filter(|a| !symmetric(a)).collect()
+        };
         let mut refetched = false;
         loop {
             let jwks: jsonwebtoken::jwk::JwkSet = serde_json::to_value(discovered.metadata.jwks())

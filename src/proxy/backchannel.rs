@@ -77,30 +77,43 @@ pub async fn handle(gw: &Gateway, session: &mut HttpSession, request_id: &str) -
             )
         }
     };
-    let (provider, verified) = match verify(gw, &token).await {
+    let verified = match verify(gw, &token).await {
         Ok(v) => v,
+        Err(Refusal::Keys(e)) => {
+            // Our side failed (the provider's keys could not be fetched): the provider should retry.
+            tracing::error!(request_id, error = %e, "back-channel logout: provider keys unavailable");
+            return error(503, "temporarily_unavailable", "signing keys unavailable")
+                .header("Retry-After", "5".into());
+        }
         Err(e) => {
             tracing::warn!(request_id, error = %e, "back-channel logout refused");
             return error(400, "invalid_request", &e.to_string());
         }
     };
-    match end_sessions(gw, &provider, &verified).await {
-        Ok(Some(n)) => {
-            tracing::info!(target: "audit", request_id, provider = %provider, sessions = n, by_sid = verified.sid.is_some(), "back-channel logout");
-            Reply::json(200, &serde_json::json!({})).header("Cache-Control", "no-store".into())
+    let mut carried_out = 0;
+    for (provider, token) in &verified {
+        match end_sessions(gw, provider, token).await {
+            Ok(Some(n)) => {
+                tracing::info!(target: "audit", request_id, provider = %provider, sessions = n, by_sid = token.sid.is_some(), "back-channel logout");
+                carried_out += 1;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Redis is down: the sessions are not ended yet, and the provider must know to retry.
+                tracing::error!(request_id, error = %e, "back-channel logout: the session store failed");
+                return error(503, "temporarily_unavailable", "session store unavailable")
+                    .header("Retry-After", "5".into());
+            }
         }
-        Ok(None) => error(
+    }
+    if carried_out == 0 {
+        return error(
             400,
             "invalid_request",
             "logout_token replayed (jti already used)",
-        ),
-        Err(e) => {
-            // Redis is down: the provider may retry; the sessions are not ended yet, which it must know.
-            tracing::error!(request_id, error = %e, "back-channel logout: the session store failed");
-            error(503, "temporarily_unavailable", "session store unavailable")
-                .header("Retry-After", "5".into())
-        }
+        );
     }
+    Reply::json(200, &serde_json::json!({})).header("Cache-Control", "no-store".into())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +126,13 @@ enum Refusal {
     Keys(String),
 }
 
-/// Finds the provider by the token's claimed issuer, then verifies the token with that provider's keys.
-/// Several providers may share an issuer (one client per network): the one whose checks pass wins.
-async fn verify(gw: &Gateway, token: &str) -> Result<(String, LogoutToken), Refusal> {
+/// Finds the providers with the token's claimed issuer, and verifies the token with each one's keys and
+/// client id. Several provider blocks may share an issuer (one client per network, or the same client
+/// under two names): the token counts for every one it passes for.
+async fn verify(gw: &Gateway, token: &str) -> Result<Vec<(String, LogoutToken)>, Refusal> {
     let issuer = crate::oidc::logout_token::claimed_issuer(token)
         .ok_or(LogoutTokenError::Malformed("no readable iss".into()))?;
+    let mut passed = Vec::new();
     let mut last = Refusal::UnknownIssuer;
     for provider in gw
         .providers
@@ -125,12 +140,16 @@ async fn verify(gw: &Gateway, token: &str) -> Result<(String, LogoutToken), Refu
         .filter(|p| p.issuer() == issuer.as_str())
     {
         match provider.verify_logout_token(token).await {
-            Ok(Ok(t)) => return Ok((provider.name().to_string(), t)),
+            Ok(Ok(t)) => passed.push((provider.name().to_string(), t)),
             Ok(Err(e)) => last = Refusal::Token(e),
             Err(e) => last = Refusal::Keys(e.to_string()),
         }
     }
-    Err(last)
+    if passed.is_empty() {
+        Err(last)
+    } else {
+        Ok(passed)
+    }
 }
 
 /// Ends the sessions the token names; `None` when its `jti` was seen before.
@@ -146,16 +165,23 @@ async fn end_sessions(
             if !shared.first_use(provider, &token.jti, ttl).await? {
                 return Ok(None);
             }
-            let n = match (&token.sid, &token.sub) {
-                (Some(sid), _) => shared.revoke_sid(provider, sid, Cause::BackChannel).await?,
+            let ended = match (&token.sid, &token.sub) {
+                (Some(sid), _) => shared.revoke_sid(provider, sid, Cause::BackChannel).await,
                 (None, Some(sub)) => {
                     shared
                         .revoke_subject(&[provider.to_string()], sub, Cause::BackChannel)
-                        .await?
+                        .await
                 }
-                (None, None) => 0,
+                (None, None) => Ok(0),
             };
-            Ok(Some(n))
+            match ended {
+                Ok(n) => Ok(Some(n)),
+                Err(e) => {
+                    // Not carried out: the provider's retry of this very token must not be a replay.
+                    shared.release(provider, &token.jti).await;
+                    Err(e)
+                }
+            }
         }
         None => Ok(gw.sessions.local_logout(provider, token).then_some(0)),
     }

@@ -309,6 +309,19 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
             };
             gw.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
             tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, session = %session.id, sub = %session.sub(), "login succeeded");
+            // A step-up or a new login replaces the browser's session: the one it had ends everywhere,
+            // so a copy of the old cookie is not a second, weaker way in.
+            if gw.sessions.shared.is_some() {
+                if let SessionState::Valid { session: old, .. } =
+                    gw.sessions.load(&info.cookies, &session_spec).await
+                {
+                    if old.id != session.id {
+                        if let Err(e) = gw.sessions.revoke(&old, Cause::Replaced).await {
+                            tracing::warn!(request_id = %ctx.request_id, session = %old.id, error = %e, "the replaced session could not be revoked");
+                        }
+                    }
+                }
+            }
             let mut cookies = vec![consume];
             cookies.extend(issued);
             if !gw.sessions.server_side() {

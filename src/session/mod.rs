@@ -121,9 +121,10 @@ impl SessionManager {
             .max_capacity(100_000)
             .time_to_live(config.max_lifetime)
             .build();
+        // As long as a session may live: a token replayed later must not end sessions begun since.
         let local_jti = moka::sync::Cache::builder()
             .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(900))
+            .time_to_live(config.max_lifetime)
             .build();
         Ok(SessionManager {
             ring,
@@ -315,7 +316,10 @@ impl SessionManager {
                     entry
                 }
                 Check::Revoked => {
-                    self.stored.invalidate(&ticket.id);
+                    if cached.is_some() {
+                        shared.forget(&ticket.id);
+                        self.stored.invalidate(&ticket.id);
+                    }
                     return SessionState::Revoked;
                 }
                 Check::Grace => match cached {
@@ -353,8 +357,9 @@ impl SessionManager {
             let shared = shared.clone();
             let id = entry.ticket.id.clone();
             let provider = session.provider.clone();
+            // A refresh that finds the session gone (revoked, its message lost) forgets it here.
             tokio::spawn(async move {
-                if shared.write(&id, sealed, ttl, false).await.is_ok() {
+                if let Ok(true) = shared.write(&id, sealed, ttl, false).await {
                     let _ = shared.touch_active(&provider, &id, expires).await;
                 }
             });
@@ -422,10 +427,18 @@ impl SessionManager {
                 id: session.id.clone(),
                 provider: session.provider.clone(),
                 created: session.created,
-                expires: self.deadline(session),
+                expires: session
+                    .created
+                    .saturating_add(self.config.max_lifetime.as_secs()),
             };
             let sid = session.claims.get("sid").and_then(|v| v.as_str());
-            shared.index(&meta, session.sub(), sid).await?;
+            if let Err(e) = shared
+                .index(&meta, session.sub(), sid, self.deadline(session))
+                .await
+            {
+                shared.discard(&session.id).await;
+                return Err(e.into());
+            }
         }
         Ok(set)
     }

@@ -71,9 +71,17 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Which connection a command travels on. `Durable` carries the writes followed by `WAIT` (Sentinel):
+/// Redis blocks a connection during `WAIT`, and session lookups must not queue behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Lookups = 0,
+    Durable = 1,
+}
+
 pub struct Link {
     target: Target,
-    conn: Mutex<Option<Conn>>,
+    conns: [Mutex<Option<Conn>>; 2],
     connecting: tokio::sync::Mutex<()>,
     /// Milliseconds since `epoch` of the last failed connection attempt; 0: none.
     failed_at: AtomicU64,
@@ -180,7 +188,7 @@ impl Link {
         };
         Ok(Link {
             target,
-            conn: Mutex::new(None),
+            conns: [Mutex::new(None), Mutex::new(None)],
             connecting: tokio::sync::Mutex::new(()),
             failed_at: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -200,15 +208,15 @@ impl Link {
             .set_response_timeout(Some(self.timeout))
     }
 
-    fn cached(&self) -> Option<Conn> {
-        match self.conn.lock() {
+    fn cached(&self, slot: Slot) -> Option<Conn> {
+        match self.conns[slot as usize].lock() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         }
     }
 
-    fn set_cached(&self, conn: Option<Conn>) {
-        match self.conn.lock() {
+    fn set_cached(&self, slot: Slot, conn: Option<Conn>) {
+        match self.conns[slot as usize].lock() {
             Ok(mut g) => *g = conn,
             Err(p) => *p.into_inner() = conn,
         }
@@ -227,15 +235,18 @@ impl Link {
             && self.since_epoch_ms().saturating_sub(failed) < RECONNECT_BACKOFF.as_millis() as u64
     }
 
-    async fn connect(&self) -> Result<Conn, StoreError> {
-        if let Some(c) = self.cached() {
+    async fn connect(&self, slot: Slot) -> Result<Conn, StoreError> {
+        if let Some(c) = self.cached(slot) {
             return Ok(c);
         }
         if self.backing_off() {
             return Err(StoreError::Unavailable("reconnecting".into()));
         }
-        let _guard = self.connecting.lock().await;
-        if let Some(c) = self.cached() {
+        // One connection attempt at a time; the others wait at most one timeout, never a connect's.
+        let Ok(_guard) = tokio::time::timeout(self.timeout, self.connecting.lock()).await else {
+            return Err(StoreError::Unavailable("connecting".into()));
+        };
+        if let Some(c) = self.cached(slot) {
             return Ok(c);
         }
         if self.backing_off() {
@@ -262,7 +273,7 @@ impl Link {
         match tokio::time::timeout(self.timeout * 4, attempt).await {
             Ok(Ok(conn)) => {
                 self.failed_at.store(0, Ordering::Relaxed);
-                self.set_cached(Some(conn.clone()));
+                self.set_cached(slot, Some(conn.clone()));
                 Ok(conn)
             }
             Ok(Err(e)) => {
@@ -283,21 +294,31 @@ impl Link {
     /// the command is tried once more on a fresh connection, so the first request after a failover or a
     /// Redis restart does not fail for a socket that was already dead. Every command Passerelle sends is
     /// idempotent or harmless twice.
-    pub async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        let reused = self.cached().is_some();
-        match self.attempt(pipe).await {
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        slot: Slot,
+        pipe: &Pipeline,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
+        let reused = self.cached(slot).is_some();
+        match self.attempt(slot, pipe, timeout).await {
             Err(StoreError::Unavailable(_)) | Err(StoreError::Timeout(_))
-                if reused && self.cached().is_none() && !self.backing_off() =>
+                if reused && self.cached(slot).is_none() && !self.backing_off() =>
             {
-                self.attempt(pipe).await
+                self.attempt(slot, pipe, timeout).await
             }
             other => other,
         }
     }
 
-    async fn attempt<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        let mut conn = self.connect().await?;
-        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
+    async fn attempt<T: FromRedisValue>(
+        &self,
+        slot: Slot,
+        pipe: &Pipeline,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connect(slot).await?;
+        match tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let lost = e.is_io_error()
@@ -309,15 +330,15 @@ impl Link {
                         redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
                     );
                 if lost {
-                    self.set_cached(None);
+                    self.set_cached(slot, None);
                     Err(StoreError::Unavailable(e.to_string()))
                 } else {
                     Err(StoreError::Command(e.to_string()))
                 }
             }
             Err(_) => {
-                self.set_cached(None);
-                Err(StoreError::Timeout(self.timeout))
+                self.set_cached(slot, None);
+                Err(StoreError::Timeout(timeout))
             }
         }
     }

@@ -6,7 +6,7 @@
 //! times. The revocation channel carries session ids; each replica evicts what it cached and remembers
 //! the id, so a revocation anywhere takes effect everywhere without a Redis round trip per request.
 
-use super::redis_link::{Link, StoreError};
+use super::redis_link::{Link, Slot, StoreError};
 use crate::config::{RedisConfig, SessionConfig};
 use futures_util::StreamExt;
 use redis::Pipeline;
@@ -20,16 +20,24 @@ pub enum Cause {
     Logout,
     Admin,
     BackChannel,
+    /// A new login (a step-up, say) replaced the session in the same browser.
+    Replaced,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 3] = [Cause::Logout, Cause::Admin, Cause::BackChannel];
+    pub const ALL: [Cause; 4] = [
+        Cause::Logout,
+        Cause::Admin,
+        Cause::BackChannel,
+        Cause::Replaced,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Cause::Logout => "logout",
             Cause::Admin => "admin",
             Cause::BackChannel => "backchannel",
+            Cause::Replaced => "replaced",
         }
     }
 }
@@ -40,7 +48,7 @@ pub const LATENCY_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1
 #[derive(Default)]
 pub struct StoreStats {
     pub errors: AtomicU64,
-    pub revocations: [AtomicU64; 3],
+    pub revocations: [AtomicU64; 4],
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS_MS`], then `+Inf`.
     pub latency: [AtomicU64; 11],
     pub latency_sum_us: AtomicU64,
@@ -143,10 +151,38 @@ impl Shared {
         format!("{}revocations", self.prefix)
     }
 
-    /// Runs a command, timing it and tracking whether Redis answers.
+    /// Runs a command or pipeline on the lookups connection, timing it and tracking whether Redis
+    /// answers (what `redis_grace` counts from; the admin listener's probes count too).
     pub async fn run<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.exec(Slot::Lookups, pipe, self.link.timeout()).await
+    }
+
+    /// A write that must survive a Sentinel failover: followed by `WAIT 1` on a connection of its own,
+    /// since Redis blocks the connection that waits.
+    async fn durable<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        if self.link.kind != "sentinel" {
+            return self.cmd(cmd).await;
+        }
+        let wait = Duration::from_millis(200);
+        let mut p = redis::pipe();
+        p.add_command(cmd)
+            .cmd("WAIT")
+            .arg(1)
+            .arg(wait.as_millis() as u64)
+            .ignore();
+        self.exec(Slot::Durable, &p, self.link.timeout() + wait)
+            .await
+            .map(|(v,)| v)
+    }
+
+    async fn exec<T: redis::FromRedisValue>(
+        &self,
+        slot: Slot,
+        pipe: &Pipeline,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = self.link.query::<T>(pipe).await;
+        let result = self.link.query::<T>(slot, pipe, timeout).await;
         let elapsed = started.elapsed();
         let ms = elapsed.as_millis() as u64;
         let bucket = LATENCY_BUCKETS_MS
@@ -274,7 +310,9 @@ impl Shared {
                 Check::Live(v)
             }
             Ok(None) => {
-                self.forget(id);
+                // Not remembered as revoked here: the id may be one nobody ever held (a guess), and the
+                // caller, which knows whether it had the session, decides.
+                self.verdicts.invalidate(id);
                 Check::Revoked
             }
             Err(_) => self.failed(),
@@ -283,47 +321,67 @@ impl Shared {
 
     /// Redis mode: writes a session value, new (`create`) or refreshed. The entry lives as long as
     /// the session may: until the idle deadline, never past the absolute one.
+    /// Returns false when a refresh finds the session gone (revoked or expired meanwhile): it is then
+    /// forgotten here too, never confirmed. A creation that finds the id taken is an error, unless the
+    /// value there is this very one (a retry after a lost reply).
     pub async fn write(
         &self,
         id: &str,
         value: Vec<u8>,
         ttl: Duration,
         create: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.session_key(id))
-            .arg(value)
+            .arg(&value)
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
             .arg(if create { "NX" } else { "XX" });
-        let written: Option<String> = self.cmd(cmd).await?;
-        if create {
-            if written.is_none() {
-                return Err(StoreError::Command("session id already in use".into()));
+        let written: Option<String> = if create {
+            self.durable(cmd).await?
+        } else {
+            self.cmd(cmd).await?
+        };
+        match (written.is_some(), create) {
+            (true, _) => {}
+            (false, true) => {
+                let there: Option<Vec<u8>> = self
+                    .cmd(redis::cmd("GET").arg(self.session_key(id)).clone())
+                    .await?;
+                if there.as_deref() != Some(value.as_slice()) {
+                    return Err(StoreError::Command("session id already in use".into()));
+                }
             }
-            // Sentinel: a failover right after a login must not lose it. Best effort, bounded.
-            if self.link.kind == "sentinel" {
-                let _ = self
-                    .cmd::<redis::Value>(
-                        redis::cmd("WAIT")
-                            .arg(1)
-                            .arg(self.config.recheck_interval.as_millis().min(200) as u64)
-                            .clone(),
-                    )
-                    .await;
+            (false, false) => {
+                self.forget(id);
+                return Ok(false);
             }
         }
         self.confirm(id);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Removes what a login stored when it cannot complete (its indexing failed).
+    pub async fn discard(&self, id: &str) {
+        let _ = self
+            .cmd::<()>(redis::cmd("DEL").arg(self.session_key(id)).clone())
+            .await;
+        let _ = self
+            .cmd::<()>(redis::cmd("DEL").arg(self.meta_key(id)).clone())
+            .await;
     }
 
     /// Records a new session in the indexes that logout-everywhere, the admin API and back-channel
     /// logout read. Each key is its own command: in a cluster they live in different slots.
+    /// `meta.expires` is the absolute end (`created + max_lifetime`): indexes and revocations must cover
+    /// a session as long as it may live, however its idle deadline slides. `active_until` is the idle
+    /// deadline, for the gauge of active sessions only.
     pub async fn index(
         &self,
         meta: &SessionMeta,
         sub: &str,
         sid: Option<&str>,
+        active_until: u64,
     ) -> Result<(), StoreError> {
         let ttl = self.config.max_lifetime.as_secs().max(1);
         let meta_json = serde_json::to_string(meta).unwrap_or_default();
@@ -336,16 +394,16 @@ impl Shared {
                 .clone(),
         )
         .await?;
-        let mut keys = vec![self.subject_key(&meta.provider, sub)];
+        let mut keys = vec![(self.subject_key(&meta.provider, sub), meta.expires)];
         if let Some(sid) = sid {
-            keys.push(self.sid_key(&meta.provider, sid));
+            keys.push((self.sid_key(&meta.provider, sid), meta.expires));
         }
-        keys.push(self.active_key(&meta.provider));
-        for key in keys {
+        keys.push((self.active_key(&meta.provider), active_until));
+        for (key, score) in keys {
             let mut p = redis::pipe();
             p.cmd("ZADD")
                 .arg(&key)
-                .arg(meta.expires)
+                .arg(score)
                 .arg(&meta.id)
                 .ignore()
                 .cmd("ZREMRANGEBYSCORE")
@@ -400,7 +458,7 @@ impl Shared {
                 .unwrap_or(now + self.config.max_lifetime.as_secs()),
         };
         let ttl = expires.saturating_sub(now).max(1);
-        self.cmd::<()>(
+        self.durable::<()>(
             redis::cmd("SET")
                 .arg(self.revoked_key(id))
                 .arg(1)
@@ -409,7 +467,7 @@ impl Shared {
                 .clone(),
         )
         .await?;
-        self.cmd::<()>(redis::cmd("DEL").arg(self.session_key(id)).clone())
+        self.durable::<()>(redis::cmd("DEL").arg(self.session_key(id)).clone())
             .await?;
         let provider = match provider {
             Some(p) => Some(p.to_string()),
@@ -516,18 +574,33 @@ impl Shared {
         jti: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        // A value of our own: if the reply to the SET is lost and the command retried, finding it is
+        // not a replay.
+        let mine = super::ticket::Ticket::new().id;
+        let key = self.jti_key(issuer, jti);
         let set: Option<String> = self
             .cmd(
                 redis::cmd("SET")
-                    .arg(self.jti_key(issuer, jti))
-                    .arg(1)
+                    .arg(&key)
+                    .arg(&mine)
                     .arg("EX")
                     .arg(ttl.as_secs().max(1))
                     .arg("NX")
                     .clone(),
             )
             .await?;
-        Ok(set.is_some())
+        if set.is_some() {
+            return Ok(true);
+        }
+        let there: Option<String> = self.cmd(redis::cmd("GET").arg(&key).clone()).await?;
+        Ok(there.as_deref() == Some(mine.as_str()))
+    }
+
+    /// Forgets a `jti` whose logout could not be carried out, so the provider's retry is not a replay.
+    pub async fn release(&self, issuer: &str, jti: &str) {
+        let _ = self
+            .cmd::<()>(redis::cmd("DEL").arg(self.jti_key(issuer, jti)).clone())
+            .await;
     }
 
     /// Live sessions per provider (server-side store), for `/metrics`.

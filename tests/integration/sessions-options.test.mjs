@@ -74,20 +74,19 @@ test('TLS with a private CA, an ACL user with its password from the environment,
   }
 });
 
-test('run starts with Redis down: healthy but not ready, logins get a 503 page, then it recovers by itself', async (t) => {
+test('run starts with Redis down: it serves, /ready says so, logins get a 503 page, then it recovers by itself', async (t) => {
   const redis = await startRedis(t);
   await redis.stop();
   const world = await replicas(t, { n: 1, redisToml: redisTable(redis.url), readyPath: '/health' });
   const [a] = world.nodes;
   const ready = await fetch(`${a.adminUrl}/ready`);
-  assert.equal(ready.status, 503);
-  assert.match(await ready.text(), /redis/);
+  assert.match(await ready.text(), /redis: unreachable/);
   const person = createPerson();
   const attempt = await person.login(`${a.base}/app`, 'alice');
   assert.equal(attempt.status, 503, `login with Redis down: ${attempt.status}`);
   assert.match(attempt.body, /indisponible/);
   await redis.start();
-  await waitFor('ready once Redis is up', async () => (await fetch(`${a.adminUrl}/ready`)).status === 200);
+  await waitFor('/ready to see Redis', async () => /redis: up/.test(await (await fetch(`${a.adminUrl}/ready`)).text()));
   const again = await person.login(`${a.base}/app`, 'alice');
   assert.equal(again.status, 200, `login after Redis came up: ${again.status}`);
 });
@@ -144,5 +143,22 @@ test('a revocation whose message is lost is caught by the recheck, within rechec
     assert.ok(elapsed <= 3000, `${store}: refused after ${elapsed} ms (recheck_interval 1 s)`);
     await a.stop();
     await redis.cli('FLUSHALL');
+  }
+});
+
+test('a new login in the same browser (a step-up, say) ends the session it replaces, on every replica', async (t) => {
+  const redis = await startRedis(t);
+  for (const store of ['redis', 'cookie']) {
+    const world = await replicas(t, { store, redisToml: redisTable(redis.url) });
+    const [a, b] = world.nodes;
+    const person = await loggedIn(world, 0);
+    const old = personWith(sessionCookies(person, a.base));
+    assert.equal((await old.get(`${b.base}/app`, { follow: false })).status, 200);
+    const again = await person.login(`${a.base}${PREFIX}/login?rd=/app/again`, 'alice');
+    assert.equal(again.status, 200, `${store}: second login`);
+    await refusedWithin(old, `${b.base}/app/old`, 1000);
+    assert.equal((await person.get(`${b.base}/app/new`, { follow: false })).status, 200, `${store}: the new session works`);
+    assert.match(await (await fetch(`${a.adminUrl}/metrics`)).text(), /passerelle_revocations_total\{reason="replaced"\} 1\n/);
+    for (const n of world.nodes) await n.stop();
   }
 });

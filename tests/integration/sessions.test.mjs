@@ -106,14 +106,15 @@ test('Redis stopped mid-run: cached sessions keep working within the grace, new 
   assert.match(attempt.body, /indisponible/);
   assert.match(attempt.body, /Réessayer/);
   const ready = await fetch(`${a.adminUrl}/ready`);
-  assert.equal(ready.status, 503, '/ready says Redis is down');
+  assert.equal(ready.status, 200, '/ready: still ready within the grace (every replica sees the same Redis)');
+  assert.match(await ready.text(), /redis: unreachable for \d+s, cached sessions served for \d+s more/);
   const metrics = await (await fetch(`${a.adminUrl}/metrics`)).text();
   assert.match(metrics, /passerelle_store_errors_total [1-9]/);
 
   await redis.start();
   // Everything in the lost Redis is gone: the session was not persisted (no RDB/AOF in this test), so recovery
   // means a new login works again and the old ticket is refused, not served from a stale cache forever.
-  await waitFor('/ready back to 200', async () => (await fetch(`${a.adminUrl}/ready`)).status === 200);
+  await waitFor('/ready to see Redis again', async () => /redis: up/.test(await (await fetch(`${a.adminUrl}/ready`)).text()));
   const again = await newcomer.login(`${a.base}/app`, 'helene');
   assert.equal(again.status, 200, `login after recovery: ${again.status}`);
   assert.ok(!/panicked/.test(a.logs()), 'no panic');
@@ -137,6 +138,7 @@ test('Redis down longer than the grace: a cached session gets a French 503 page,
   assert.match(page.body, /Service momentanément indisponible/);
   assert.equal(page.headers['retry-after'], '5');
   assert.ok(sessionCookies(person, a.base).length > 0, 'the cookie is kept: the session may well be fine');
+  assert.equal((await fetch(`${a.adminUrl}/ready`)).status, 503, '/ready: not ready once the grace is over');
   await redis.start();
   // The session was lost with Redis' memory (no persistence here): after recovery, a login, not a 503.
   await waitFor('recovery', async () => (await person.get(`${a.base}/app/back`, { follow: false })).status === 302);
