@@ -539,9 +539,11 @@ impl Shared {
                     continue;
                 };
                 self.revoke(&id, Some(p), Some(meta.expires), cause).await?;
+                // Member by member, not the whole key: a login landing meanwhile stays indexed.
+                self.cmd::<()>(redis::cmd("ZREM").arg(&key).arg(&id).clone())
+                    .await?;
                 n += 1;
             }
-            self.cmd::<()>(redis::cmd("DEL").arg(&key).clone()).await?;
         }
         Ok(n)
     }

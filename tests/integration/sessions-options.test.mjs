@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
+import { pause } from '../support/http.mjs';
 import { freePort, runPasserelle } from '../support/passerelle.mjs';
 import { createPerson } from '../support/person.mjs';
 import { startRedis, waitFor } from '../support/redis.mjs';
@@ -160,5 +161,26 @@ test('a new login in the same browser (a step-up, say) ends the session it repla
     assert.equal((await person.get(`${b.base}/app/new`, { follow: false })).status, 200, `${store}: the new session works`);
     assert.match(await (await fetch(`${a.adminUrl}/metrics`)).text(), /passerelle_revocations_total\{reason="replaced"\} 1\n/);
     for (const n of world.nodes) await n.stop();
+  }
+});
+
+test('a session kept alive past its first idle deadline is still found and ended by subject', async (t) => {
+  const redis = await startRedis(t);
+  for (const store of ['redis', 'cookie']) {
+    const world = await replicas(t, { n: 1, store, redisToml: redisTable(redis.url), extraSession: 'idle_timeout = "2s"\n' });
+    const [a] = world.nodes;
+    const person = await loggedIn(world, 0);
+    // Browsing keeps it alive past the idle deadline it had at login (time passing is the scenario here).
+    for (let i = 0; i < 8; i++) {
+      await pause(500);
+      assert.equal((await person.get(`${a.base}/app/${i}`, { follow: false })).status, 200, `${store}: request ${i}`);
+    }
+    const list = await runPasserelle(['sessions', 'list', '--sub', 'a1b2c3d4-alice-0001', '--config', a.configFile], { env: { PASSERELLE_KEY: a.key } });
+    assert.equal(JSON.parse(list.stdout).sessions.length, 1, `${store}: listed after 4 s of use: ${list.stdout}`);
+    const copy = personWith(sessionCookies(person, a.base));
+    const revoke = await runPasserelle(['sessions', 'revoke', '--sub', 'a1b2c3d4-alice-0001', '--config', a.configFile], { env: { PASSERELLE_KEY: a.key } });
+    assert.equal(JSON.parse(revoke.stdout).revoked, 1, `${store}: ${revoke.stdout}`);
+    await refusedWithin(copy, `${a.base}/app/after`, 1000);
+    await a.stop();
   }
 });
