@@ -30,6 +30,7 @@ timeout = "300ms"
   const check = await runPasserelle(['check', '--online', '--config', a.configFile], { env: { PASSERELLE_KEY: a.key } });
   assert.equal(check.code, 0, check.stderr);
   assert.match(check.stdout, /session store: sentinel \(redis [0-9.]+\), role master, 1 connected replica/);
+  assert.match(check.stdout, new RegExp(`back-channel logout URL to register .*: ${a.base}${PREFIX}/backchannel-logout`));
 
   await set.failover();
   // While the sentinels agree on the new master, a replica may answer 503 (nothing it holds is lost); it is back
