@@ -12,6 +12,7 @@ pub mod dev;
 pub mod fuzzing;
 pub mod identity;
 pub mod logging;
+pub mod media_type;
 pub mod oidc;
 pub mod pages;
 pub mod proxy;

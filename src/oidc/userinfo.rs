@@ -39,18 +39,7 @@ pub async fn fetch(
         .await
         .map_err(|e| unavailable(super::error_chain(&e)))?;
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let content_type = crate::media_type::media_type(response.headers()).unwrap_or_default();
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()

@@ -41,18 +41,7 @@ pub async fn handle(gw: &Gateway, session: &mut HttpSession, request_id: &str) -
     if session.req_header().method != http::Method::POST {
         return error(405, "invalid_request", "POST a logout_token").header("Allow", "POST".into());
     }
-    let content_type = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
+    let content_type = crate::media_type::media_type(&session.req_header().headers);
     if content_type.as_deref() != Some("application/x-www-form-urlencoded") {
         return error(
             400,

@@ -39,7 +39,7 @@ export async function replicas(t, {
   const nodes = [];
   for (const [i, { port, adminPort }] of ports.entries()) {
     const toml = configToml({
-      writtenBy: 'tests/integration/sessions.test.mjs',
+      writtenBy: 'tests/support/replicas.mjs',
       port,
       adminPort,
       extraServer: `admin_token = ${q(ADMIN_TOKEN)}\n`,
