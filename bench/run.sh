@@ -77,6 +77,13 @@ if ! command -v wrk >/dev/null; then
   fi
 fi
 command -v wrk >/dev/null || die "wrk is not installed and could not be installed"
+if [ ! -x /usr/sbin/nginx ]; then
+  say "installing nginx-light (the upstream and the bare reverse proxy every target is compared with)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; } \
+    || die "nginx could not be installed"
+fi
 WITH_REDIS=${BENCH_REDIS:-1}
 if [ "$WITH_REDIS" = 1 ] && [ ! -x /usr/bin/redis-server ]; then
   say "installing redis-server (the Redis-store cases; BENCH_REDIS=0 skips them)"
@@ -142,6 +149,9 @@ DEV_PORT=$(pick_port);   PICKED="$PICKED $DEV_PORT"
 ECHO_PORT=$(pick_port);  PICKED="$PICKED $ECHO_PORT"
 ADMIN_PORT=$(pick_port); PICKED="$PICKED $ADMIN_PORT"
 REDIS_PORT=$(pick_port); PICKED="$PICKED $REDIS_PORT"
+UP_PORT=$(pick_port); PICKED="$PICKED $UP_PORT"
+NGINX_PORT=$(pick_port); PICKED="$PICKED $NGINX_PORT"
+BARE_PORT=$(pick_port); PICKED="$PICKED $BARE_PORT"
 R1_PORT=$(pick_port); PICKED="$PICKED $R1_PORT"
 R1_ADMIN=$(pick_port); PICKED="$PICKED $R1_ADMIN"
 R2_PORT=$(pick_port); PICKED="$PICKED $R2_PORT"
@@ -149,6 +159,9 @@ R2_ADMIN=$(pick_port); PICKED="$PICKED $R2_ADMIN"
 PROXY="http://127.0.0.1:$PROXY_PORT"
 DEV="http://127.0.0.1:$DEV_PORT"
 ECHO="http://127.0.0.1:$ECHO_PORT"
+UP="http://127.0.0.1:$UP_PORT"
+NGINX="http://127.0.0.1:$NGINX_PORT"
+BARE="http://127.0.0.1:$BARE_PORT"
 ADMIN="http://127.0.0.1:$ADMIN_PORT"
 
 # --- config ---------------------------------------------------------------------------------------------------
@@ -179,10 +192,11 @@ scopes = ["openid", "email", "given_name", "usual_name", "siret"]
 [echo]
 listen = "127.0.0.1:$ECHO_PORT"
 
-# Protected: the same shape as config.example.toml.
+# Protected: the same shape as config.example.toml. The measured routes proxy to the nginx upstream every
+# target shares; /verify and /verify-public, to the echo, prove that identity headers arrive (or do not).
 [[route]]
 path = "/"
-upstream = "$ECHO"
+upstream = "$UP"
 auth = "required"
 providers = ["dev"]
 scopes = ["email", "given_name", "usual_name", "siret"]
@@ -196,10 +210,49 @@ scopes = ["email", "given_name", "usual_name", "siret"]
 # Public: no session needed, identity headers still stripped.
 [[route]]
 path = "/public"
+upstream = "$UP"
+auth = "public"
+
+[[route]]
+path = "/verify"
+upstream = "$ECHO"
+auth = "required"
+providers = ["dev"]
+scopes = ["email", "given_name", "usual_name", "siret"]
+[route.headers]
+"X-Auth-Sub" = "sub"
+"X-Auth-Email" = "email"
+"X-Auth-Given-Name" = "given_name"
+"X-Auth-Family-Name" = "family_name"
+"X-Auth-Siret" = "siret"
+
+[[route]]
+path = "/verify-public"
 upstream = "$ECHO"
 auth = "public"
 EOF
 "$BIN" check --config "$CONFIG" >&2 || die "the generated config does not pass \`passerelle check\`"
+
+# --- the peers: nginx as the upstream and as a bare reverse proxy, a bare pingora proxy ------------------------
+# Every measured target proxies to the same nginx upstream (a short text body). The bare pingora proxy is built
+# from this repository's lock file (examples/bare_pingora.rs), with the same thread count as Passerelle.
+for conf in upstream proxy; do
+  sed -e "s#@WORK@#$WORK#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@WORKERS@#$SERVER_THREADS#g" \
+      -e "s#@PORT@#$([ $conf = upstream ] && echo "$UP_PORT" || echo "$NGINX_PORT")#g" \
+      "$ROOT/bench/nginx-$conf.conf" >"$WORK/nginx-$conf.conf"
+  /usr/sbin/nginx -c "$WORK/nginx-$conf.conf" -e "$WORK/nginx-$conf.error.log" >"$WORK/nginx-$conf.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  declare "NGINX_${conf^^}_PID=$!"
+done
+BARE_BIN=${BARE_PINGORA_BIN:-$ROOT/target/release/examples/bare_pingora}
+if [ ! -x "$BARE_BIN" ]; then
+  say "building the bare pingora proxy (cargo build --release --locked --example bare_pingora)"
+  (cd "$ROOT" && cargo build --release --locked --example bare_pingora >&2) || die "cannot build examples/bare_pingora.rs"
+fi
+cp "$BARE_BIN" "$WORK/bare_pingora"
+"$WORK/bare_pingora" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$SERVER_THREADS" >"$WORK/bare.log" 2>&1 &
+EXTRA_PIDS+=($!)
+BARE_PID=$!
 
 # --- start and wait -------------------------------------------------------------------------------------------
 say "starting Passerelle (threads = $SERVER_THREADS) on $PROXY, admin $ADMIN, echo $ECHO, dev provider $DEV"
@@ -220,6 +273,9 @@ wait_for "$ADMIN/ready"
 # /ready comes from the admin listener; also make sure the proxy and the echo themselves answer.
 wait_for "$PROXY/public"
 wait_for "$ECHO/"
+wait_for "$UP/" "$NGINX_UPSTREAM_PID"
+wait_for "$NGINX/" "$NGINX_PROXY_PID"
+wait_for "$BARE/" "$BARE_PID"
 
 # --- scripted login -------------------------------------------------------------------------------------------
 # login_on PROXY JAR: signs in as angela through the development provider by script, prints the session
@@ -258,13 +314,17 @@ check_status() { # name expected url [curl args...]
   [ "$got" = "$expected" ] || die "($name) $url answered $got, expected $expected: $(head -c 300 "$WORK/body")"
 }
 verify_auth() {
-  check_status auth 200 "$PROXY/app" -H "$J" -H "Cookie: $COOKIE"
+  check_status auth 200 "$PROXY/verify/app" -H "$J" -H "Cookie: $COOKIE"
   grep -q '"x-auth-sub"' "$WORK/body" \
     || die "(auth) 200 but the echo did not receive X-Auth-Sub — not an authenticated request: $(head -c 300 "$WORK/body")"
+  check_status auth 200 "$PROXY/app" -H "$J" -H "Cookie: $COOKIE"
 }
-check_status direct 200 "$ECHO/public" -H "$J"
-check_status public 200 "$PROXY/public" -H "$J"
+check_status direct 200 "$UP/public" -H "$J"
+check_status nginx 200 "$NGINX/public" -H "$J"
+check_status bare-pingora 200 "$BARE/public" -H "$J"
+check_status public 200 "$PROXY/verify-public" -H "$J"
 grep -q '"x-auth-' "$WORK/body" && die "(public) identity headers reached the upstream on a public route"
+check_status public 200 "$PROXY/public" -H "$J"
 verify_auth
 check_status api-401 401 "$PROXY/app" -H "$J"
 say "checked: direct 200, public 200, auth 200 with X-Auth-Sub at the echo, api without cookie 401"
@@ -302,7 +362,7 @@ if [ "$WITH_REDIS" = 1 ]; then
   R1="http://127.0.0.1:$R1_PORT"; R2="http://127.0.0.1:$R2_PORT"
   REDIS_COOKIE=$(login_on "$R1" "$WORK/cookies-redis.txt")
   [ -n "$REDIS_COOKIE" ] || die "no session ticket from the Redis replica"
-  check_status auth-redis 200 "$R2/app" -H "$J" -H "Cookie: $REDIS_COOKIE"
+  check_status auth-redis 200 "$R2/verify/app" -H "$J" -H "Cookie: $REDIS_COOKIE"
   grep -q '"x-auth-sub"' "$WORK/body" || die "(auth-redis) the echo did not receive X-Auth-Sub through R2"
   say "Redis store: ticket cookie ${#REDIS_COOKIE} bytes, opens R2 too"
 fi
@@ -321,24 +381,29 @@ to_ms() { # wrk latency (e.g. 669.00us, 1.49ms, 2.00s) -> milliseconds
 # proxy's own cost per request: less sensitive than requests/s to what else runs on the machine (not immune:
 # contention adds context switches).
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-proxy_ticks() {
-  local t total=0 f pid=${1:-$SERVER_PID}
-  for t in /proc/"$pid"/task/*; do
-    [ "$(cat "$t/comm" 2>/dev/null)" = passerelle ] || continue
-    f=$(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
-    total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
+# For the peers (nginx, bare pingora) every thread of the process and of its children (nginx's workers) counts.
+proxy_ticks() { # pid [mode: passerelle | all]
+  local t total=0 f pid=${1:-$SERVER_PID} mode=${2:-passerelle} p pids
+  pids="$pid $(cat /proc/"$pid"/task/*/children 2>/dev/null)"
+  [ "$mode" = passerelle ] && pids=$pid
+  for p in $pids; do
+    for t in /proc/"$p"/task/*; do
+      [ "$mode" = passerelle ] && [ "$(cat "$t/comm" 2>/dev/null)" != passerelle ] && continue
+      f=$(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
+      total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
+    done
   done
   echo "$total"
 }
 declare -A RPS P50 P99 NON2XX ERRS CPU   # keyed "case#round"
 run_wrk() { # name round url [wrk args...]; the CPU is counted on $WRK_PID (default: the main server)
   local name=$1 round=$2 url=$3; shift 3
-  local k="$name#$round" out="$WORK/wrk-$name-$round.txt" t0 t1 n pid=${WRK_PID:-$SERVER_PID}
+  local k="$name#$round" out="$WORK/wrk-$name-$round.txt" t0 t1 n pid=${WRK_PID:-$SERVER_PID} mode=${WRK_CPU:-passerelle}
   say "round $round/$ROUNDS: wrk ($name) $url  [-t$WRK_THREADS -c$CONNECTIONS -d$DURATION]"
-  t0=$(proxy_ticks "$pid")
+  t0=$(proxy_ticks "$pid" "$mode")
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency "$@" "$url" >"$out" 2>&1 \
     || die "wrk ($name) failed: $(cat "$out")"
-  t1=$(proxy_ticks "$pid")
+  t1=$(proxy_ticks "$pid" "$mode")
   cp "$out" "$OUT_DIR/"
   n=$(awk '/requests in/ {print $1}' "$out")
   CPU[$k]=$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
@@ -364,13 +429,15 @@ if [ "$BUSY_BEFORE" -gt 20 ]; then
 fi
 mkdir -p "$OUT_DIR"
 rm -f "$OUT_DIR"/wrk-*.txt
-CASES=(direct public auth api-401)
+CASES=(direct nginx bare-pingora public auth api-401)
 [ -n "$REDIS_COOKIE" ] && CASES+=(auth-redis)
 # Interleaved rounds: each round measures the four cases back to back, so a neighbour's load that comes and
 # goes hits the cases of a round alike; the ratios are taken within each round, then the median over rounds.
 for round in $(seq "$ROUNDS"); do
   # `?fixed`: the echo answers the same two bytes to every case, so the cases differ only by Passerelle's work.
-  run_wrk direct  "$round" "$ECHO/public?fixed" -H "$J"
+  run_wrk direct  "$round" "$UP/public?fixed" -H "$J"
+  WRK_PID=$NGINX_PROXY_PID WRK_CPU=all run_wrk nginx "$round" "$NGINX/public?fixed" -H "$J"
+  WRK_PID=$BARE_PID WRK_CPU=all run_wrk bare-pingora "$round" "$BARE/public?fixed" -H "$J"
   run_wrk public  "$round" "$PROXY/public?fixed" -H "$J"
   run_wrk auth    "$round" "$PROXY/app?fixed" -H "$J" -H "Cookie: $COOKIE"
   run_wrk api-401 "$round" "$PROXY/app?fixed" -H "$J"
@@ -435,13 +502,19 @@ for n in "${CASES[@]}"; do
   MP99[$n]=$(median "${l99[@]}" | awk '{printf "%.3f", $1}')
   MCPU[$n]=$(median "${cpu[@]}" | awk '{printf "%.1f", $1}')
 done
-ap=(); pd=(); PER_ROUND=""
+ap=(); pd=(); pb=(); ab=(); pn=(); an=(); bn=(); PER_ROUND=""
 for round in $(seq "$ROUNDS"); do
   a=$(ratio "${RPS[auth#$round]}" "${RPS[public#$round]}"); p=$(ratio "${RPS[public#$round]}" "${RPS[direct#$round]}")
   ap+=("$a"); pd+=("$p")
-  PER_ROUND="$PER_ROUND| $round | ${RPS[direct#$round]} | ${RPS[public#$round]} | ${RPS[auth#$round]} | ${RPS[api-401#$round]} | $(printf '%.2f' "$a") | $(printf '%.2f' "$p") |
+  pb+=("$(ratio "${RPS[public#$round]}" "${RPS[bare-pingora#$round]}")"); ab+=("$(ratio "${RPS[auth#$round]}" "${RPS[bare-pingora#$round]}")")
+  pn+=("$(ratio "${RPS[public#$round]}" "${RPS[nginx#$round]}")"); an+=("$(ratio "${RPS[auth#$round]}" "${RPS[nginx#$round]}")")
+  bn+=("$(ratio "${RPS[bare-pingora#$round]}" "${RPS[nginx#$round]}")")
+  PER_ROUND="$PER_ROUND| $round | ${RPS[direct#$round]} | ${RPS[nginx#$round]} | ${RPS[bare-pingora#$round]} | ${RPS[public#$round]} | ${RPS[auth#$round]} | ${RPS[api-401#$round]} | $(printf '%.2f' "$a") | $(printf '%.2f' "${an[-1]}") |
 "
 done
+R_PUBLIC_BARE=$(median "${pb[@]}" | awk '{printf "%.2f", $1}'); R_AUTH_BARE=$(median "${ab[@]}" | awk '{printf "%.2f", $1}')
+R_PUBLIC_NGINX=$(median "${pn[@]}" | awk '{printf "%.2f", $1}'); R_AUTH_NGINX=$(median "${an[@]}" | awk '{printf "%.2f", $1}')
+R_BARE_NGINX=$(median "${bn[@]}" | awk '{printf "%.2f", $1}')
 
 # --- report ---------------------------------------------------------------------------------------------------
 R_AUTH_PUBLIC=$(median "${ap[@]}" | awk '{printf "%.2f", $1}')
@@ -465,12 +538,14 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit ${REV}${DIRTY}"
   echo "- machine: $(nproc) CPU ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null)), CPU busy just before the run: ${BUSY_BEFORE}% (load average at the end: $(cut -d" " -f1-3 /proc/loadavg))"
-  echo "- wrk: -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS round(s), Accept: application/json; Passerelle [server] threads = $SERVER_THREADS; echo upstream 1 thread; all on 127.0.0.1"
+  echo "- wrk: -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS round(s), Accept: application/json; every proxy $SERVER_THREADS thread(s); nginx upstream 1 worker; all on 127.0.0.1"
   echo "- session Cookie header: ${#COOKIE} bytes"
   echo
   echo "| case | what | requests/s | p50 (ms) | p99 (ms) | proxy CPU (µs/req) | non-2xx/3xx | socket errors |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
-  echo "| (a) direct | echo upstream, no Passerelle | ${MRPS[direct]} | ${MP50[direct]} | ${MP99[direct]} | ${MCPU[direct]} | ${SUM_NON2XX[direct]} | ${SUM_ERRS[direct]} |"
+  echo "| (a) direct | the nginx upstream itself, no proxy | ${MRPS[direct]} | ${MP50[direct]} | ${MP99[direct]} | ${MCPU[direct]} | ${SUM_NON2XX[direct]} | ${SUM_ERRS[direct]} |"
+  echo "| (n) nginx | nginx as a bare reverse proxy (keepalive 64) | ${MRPS[nginx]} | ${MP50[nginx]} | ${MP99[nginx]} | ${MCPU[nginx]} | ${SUM_NON2XX[nginx]} | ${SUM_ERRS[nginx]} |"
+  echo "| (p) bare-pingora | a bare pingora proxy (examples/bare_pingora.rs) | ${MRPS[bare-pingora]} | ${MP50[bare-pingora]} | ${MP99[bare-pingora]} | ${MCPU[bare-pingora]} | ${SUM_NON2XX[bare-pingora]} | ${SUM_ERRS[bare-pingora]} |"
   echo "| (b) public | public route through Passerelle | ${MRPS[public]} | ${MP50[public]} | ${MP99[public]} | ${MCPU[public]} | ${SUM_NON2XX[public]} | ${SUM_ERRS[public]} |"
   echo "| (c) auth | protected route, valid session cookie | ${MRPS[auth]} | ${MP50[auth]} | ${MP99[auth]} | ${MCPU[auth]} | ${SUM_NON2XX[auth]} | ${SUM_ERRS[auth]} |"
   echo "| (d) api-401 | protected route, no cookie, API client (401) | ${MRPS[api-401]} | ${MP50[api-401]} | ${MP99[api-401]} | ${MCPU[api-401]} | ${SUM_NON2XX[api-401]} (expected: all) | ${SUM_ERRS[api-401]} |"
@@ -479,7 +554,11 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
   fi
   echo
   echo "Medians over $ROUNDS interleaved round(s); non-2xx/3xx and socket errors are totals. proxy CPU: CPU time"
-  echo "of Passerelle's proxy threads per request (not the echo's, not wrk's); 0 for (a), which bypasses them."
+  echo "per request of the proxy's own threads (Passerelle's proxy threads; every thread of nginx's workers and of the"
+  echo "bare pingora; not the upstream's, not wrk's); 0 for (a). Every proxy runs $SERVER_THREADS thread(s)/worker(s)."
+  echo
+  echo "- public / bare pingora = **$R_PUBLIC_BARE**, auth / bare pingora = **$R_AUTH_BARE** (target >= 0.95: Passerelle's own cost)"
+  echo "- public / nginx = **$R_PUBLIC_NGINX**, auth / nginx = **$R_AUTH_NGINX**, bare pingora / nginx = **$R_BARE_NGINX** (target: auth >= 0.8, aim 1.0)"
   echo
   echo "- auth / public = **$R_AUTH_PUBLIC** (target: authenticated >= 0.9 x public — $MET)"
   echo "- public / direct = **$R_PUBLIC_DIRECT** (cost of the proxy hop itself)"
@@ -491,8 +570,8 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
   echo
   echo "Per round (requests/s):"
   echo
-  echo "| round | direct | public | auth | api-401 | auth/public | public/direct |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| round | direct | nginx | bare pingora | public | auth | api-401 | auth/public | auth/nginx |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s' "$PER_ROUND"
   if [ "$ERR_TOTAL" -gt 0 ]; then
     echo "- note: $ERR_TOTAL socket errors in total (see wrk-*.txt)"
