@@ -277,9 +277,6 @@ impl Shared {
 
     /// Cookie mode: is `id` in the revocation set?
     pub async fn check_revoked(&self, id: &str) -> Check<()> {
-        if self.link.backing_off() {
-            return self.failed();
-        }
         match self
             .cmd::<bool>(redis::cmd("EXISTS").arg(self.revoked_key(id)).clone())
             .await
@@ -298,9 +295,6 @@ impl Shared {
 
     /// Redis mode: the stored value of `id`; none means revoked or expired.
     pub async fn fetch(&self, id: &str) -> Check<Vec<u8>> {
-        if self.link.backing_off() {
-            return self.failed();
-        }
         match self
             .cmd::<Option<Vec<u8>>>(redis::cmd("GET").arg(self.session_key(id)).clone())
             .await

@@ -56,6 +56,11 @@ scopes = ["email"]
 `,
     });
     const p = await startPasserelle(toml, { env: { PASSERELLE_KEY: key }, readyPath });
+    // /ready stays 200 for a while when Redis does not answer (the grace); a replica meant to start with Redis
+    // up is ready for these tests once /ready has seen it.
+    if (readyPath === '/ready') {
+      await waitFor(`replica ${i} to see Redis`, async () => /redis: up/.test(await (await fetch(`${p.adminUrl}/ready`)).text()), 20_000);
+    }
     t.after(async () => {
       await p.stop();
       await keepOutput(outputName(t, { suffix: `replica${i}` }), toml, p.logs());
