@@ -68,30 +68,22 @@ die() { echo "bench: ERROR: $*" >&2; exit 1; }
 say() { echo "==> $*" >&2; }
 
 # --- tools -------------------------------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-  say "installing wrk"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; then
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  fi
-fi
-command -v wrk >/dev/null || die "wrk is not installed and could not be installed"
-if [ ! -x /usr/sbin/nginx ]; then
-  say "installing nginx-light (the upstream and the bare reverse proxy every target is compared with)"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; } \
-    || die "nginx could not be installed"
-fi
+# need EXECUTABLE PACKAGE WHY: installs PACKAGE from apt when EXECUTABLE is missing (apt-get update only if the
+# first try fails), or stops with WHY.
+need() {
+  local exe=$1 pkg=$2 why=$3 sudo=""
+  [ -x "$exe" ] && return 0
+  say "installing $pkg ($why)"
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; } \
+    || die "$pkg could not be installed"
+  [ -x "$exe" ] || die "$pkg is installed but $exe is missing"
+}
+need /usr/bin/wrk wrk "the load generator"
+need /usr/sbin/nginx nginx-light "the upstream and the bare reverse proxy every target is compared with"
 WITH_REDIS=${BENCH_REDIS:-1}
-if [ "$WITH_REDIS" = 1 ] && [ ! -x /usr/bin/redis-server ]; then
-  say "installing redis-server (the Redis-store cases; BENCH_REDIS=0 skips them)"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
-    || die "redis-server could not be installed (BENCH_REDIS=0 skips the Redis-store cases)"
-fi
+[ "$WITH_REDIS" = 1 ] && need /usr/bin/redis-server redis-server "the Redis-store cases; BENCH_REDIS=0 skips them"
 command -v curl >/dev/null || die "curl is needed"
 command -v ss >/dev/null || die "ss (iproute2) is needed to find free ports"
 

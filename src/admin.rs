@@ -275,7 +275,7 @@ impl Admin {
                     // Unknown, expired or already revoked: nothing to end.
                     Ok(None) => Ok(json(200, serde_json::json!({ "revoked": 0 }))),
                     Ok(Some(meta)) => shared
-                        .revoke(&id, Some(&meta.provider), Some(meta.expires), Cause::Admin)
+                        .revoke(&id, &meta.provider, meta.expires, Cause::Admin)
                         .await
                         .map(|()| json(200, serde_json::json!({ "revoked": 1 }))),
                     Err(e) => Err(e),

@@ -452,12 +452,10 @@ impl SessionManager {
         shared
             .revoke(
                 &session.id,
-                Some(&session.provider),
-                Some(
-                    session
-                        .created
-                        .saturating_add(self.config.max_lifetime.as_secs()),
-                ),
+                &session.provider,
+                session
+                    .created
+                    .saturating_add(self.config.max_lifetime.as_secs()),
                 cause,
             )
             .await

@@ -108,6 +108,20 @@ fn connection_info(
     Ok(info.set_redis_settings(settings))
 }
 
+/// A client for one server, trusting `ca_pem` alone when given (`rediss://` signed by a private CA).
+fn client(info: redis::ConnectionInfo, ca_pem: Option<&Vec<u8>>) -> RedisResult<Client> {
+    match ca_pem {
+        Some(pem) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => Client::open(info),
+    }
+}
+
 impl Link {
     pub fn new(config: &RedisConfig) -> RedisResult<Link> {
         let username = config.username.as_ref().map(|s| s.expose());
@@ -119,12 +133,10 @@ impl Link {
         let (target, kind) = match &config.target {
             RedisTarget::Single(url) => {
                 let info = connection_info(url, username, password)?;
-                let client = if config.ca_pem.is_some() {
-                    Client::build_with_tls(info, certs())?
-                } else {
-                    Client::open(info)?
-                };
-                (Target::Single(client), "standalone")
+                (
+                    Target::Single(client(info, config.ca_pem.as_ref())?),
+                    "standalone",
+                )
             }
             RedisTarget::Sentinel {
                 master,
@@ -360,18 +372,8 @@ impl Link {
                 }
             }
             Target::Cluster(_, nodes) => {
-                let info = nodes[node % nodes.len()].clone();
-                let client = match &self.ca_pem {
-                    Some(pem) => Client::build_with_tls(
-                        info,
-                        redis::TlsCertificates {
-                            client_tls: None,
-                            root_cert: Some(pem.clone()),
-                        },
-                    ),
-                    None => Client::open(info),
-                };
-                client.map_err(|e| StoreError::Unavailable(e.to_string()))
+                client(nodes[node % nodes.len()].clone(), self.ca_pem.as_ref())
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))
             }
         }
     }

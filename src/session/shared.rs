@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 /// Why a session was revoked, for the metric and the audit line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
-    Logout,
-    Admin,
-    BackChannel,
+    Logout = 0,
+    Admin = 1,
+    BackChannel = 2,
     /// A new login (a step-up, say) replaced the session in the same browser.
-    Replaced,
+    Replaced = 3,
 }
 
 impl Cause {
@@ -437,21 +437,12 @@ impl Shared {
     pub async fn revoke(
         &self,
         id: &str,
-        provider: Option<&str>,
-        expires: Option<u64>,
+        provider: &str,
+        expires: u64,
         cause: Cause,
     ) -> Result<(), StoreError> {
         self.forget(id);
-        let now = super::now();
-        let expires = match expires {
-            Some(e) => e,
-            None => self
-                .meta(id)
-                .await?
-                .map(|m| m.expires)
-                .unwrap_or(now + self.config.max_lifetime.as_secs()),
-        };
-        let ttl = expires.saturating_sub(now).max(1);
+        let ttl = expires.saturating_sub(super::now()).max(1);
         self.durable::<()>(
             redis::cmd("SET")
                 .arg(self.revoked_key(id))
@@ -463,22 +454,20 @@ impl Shared {
         .await?;
         self.durable::<()>(redis::cmd("DEL").arg(self.session_key(id)).clone())
             .await?;
-        let provider = match provider {
-            Some(p) => Some(p.to_string()),
-            None => self.meta(id).await.ok().flatten().map(|m| m.provider),
-        };
         // Without its metadata, the id left in the subject and sid indexes is skipped by listings
         // and by later revocations; the indexes themselves expire with the longest session.
         self.cmd::<()>(redis::cmd("DEL").arg(self.meta_key(id)).clone())
             .await?;
-        if let Some(p) = provider {
-            self.cmd::<()>(redis::cmd("ZREM").arg(self.active_key(&p)).arg(id).clone())
-                .await?;
-        }
+        self.cmd::<()>(
+            redis::cmd("ZREM")
+                .arg(self.active_key(provider))
+                .arg(id)
+                .clone(),
+        )
+        .await?;
         self.cmd::<()>(redis::cmd("PUBLISH").arg(self.channel()).arg(id).clone())
             .await?;
-        self.stats.revocations[Cause::ALL.iter().position(|c| *c == cause).unwrap_or(0)]
-            .fetch_add(1, Ordering::Relaxed);
+        self.stats.revocations[cause as usize].fetch_add(1, Ordering::Relaxed);
         tracing::info!(target: "audit", session = %id, cause = cause.label(), "session revoked");
         Ok(())
     }
@@ -532,7 +521,7 @@ impl Shared {
                 let Some(meta) = self.meta(&id).await? else {
                     continue;
                 };
-                self.revoke(&id, Some(p), Some(meta.expires), cause).await?;
+                self.revoke(&id, p, meta.expires, cause).await?;
                 // Member by member, not the whole key: a login landing meanwhile stays indexed.
                 self.cmd::<()>(redis::cmd("ZREM").arg(&key).arg(&id).clone())
                     .await?;
@@ -555,8 +544,7 @@ impl Shared {
             let Some(meta) = self.meta(&id).await? else {
                 continue;
             };
-            self.revoke(&id, Some(provider), Some(meta.expires), cause)
-                .await?;
+            self.revoke(&id, provider, meta.expires, cause).await?;
             n += 1;
         }
         self.cmd::<()>(redis::cmd("DEL").arg(&key).clone()).await?;

@@ -41,26 +41,22 @@ impl Ticket {
         }
     }
 
-    /// Reads a cookie value; anything but the exact shape is `None`.
+    /// Reads a cookie value; anything but the exact shape is `None`. Runs on every request of a
+    /// server-side session: decoded into fixed arrays, no allocation but the id's.
     pub fn parse(text: &str) -> Option<Ticket> {
         let rest = text.strip_prefix(PREFIX)?;
         let (id, secret) = rest.split_once('.')?;
         if id.len() != ID_LEN || secret.len() != SECRET_LEN {
             return None;
         }
-        let id_bytes = URL_SAFE_NO_PAD.decode(id).ok()?;
-        let secret_bytes = URL_SAFE_NO_PAD.decode(secret).ok()?;
-        // Canonical encodings only: one ticket, one text.
-        if id_bytes.len() != ID_BYTES || URL_SAFE_NO_PAD.encode(&id_bytes) != id {
-            return None;
-        }
-        let secret: [u8; SECRET_BYTES] = secret_bytes.try_into().ok()?;
-        if URL_SAFE_NO_PAD.encode(secret) != rest[ID_LEN + 1..] {
+        let mut id_bytes = [0u8; ID_BYTES];
+        let mut secret_bytes = [0u8; SECRET_BYTES];
+        if !canonical(id, &mut id_bytes) || !canonical(secret, &mut secret_bytes) {
             return None;
         }
         Some(Ticket {
             id: id.to_string(),
-            secret,
+            secret: secret_bytes,
         })
     }
 
@@ -91,6 +87,16 @@ impl Default for Ticket {
     fn default() -> Self {
         Ticket::new()
     }
+}
+
+/// Decodes `text` into exactly `out`, and accepts it only in its canonical encoding (unused low bits
+/// clear): one ticket, one text.
+fn canonical<const N: usize>(text: &str, out: &mut [u8; N]) -> bool {
+    if URL_SAFE_NO_PAD.decode_slice(text, out) != Ok(N) {
+        return false;
+    }
+    let mut again = [0u8; 64];
+    matches!(URL_SAFE_NO_PAD.encode_slice(*out, &mut again), Ok(n) if again[..n] == *text.as_bytes())
 }
 
 #[cfg(test)]
