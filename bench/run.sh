@@ -41,6 +41,8 @@
 #   BENCH_THREADS      Passerelle's [server] threads            (default 1, see below)
 #   BENCH_REDIS        1: also the Redis-store cases (installs redis-server when missing); 0: skip them
 #   BENCH_REVOCATIONS  revocations timed                        (default 100)
+#   BENCH_LOGINS       logins timed (CPU per login), then one request each (memory per cached session) (default 300; 0 skips)
+#   BENCH_IDLE         idle keep-alive connections held open per proxy for the memory figures (default 10000; 0 skips)
 #   PASSERELLE_BIN     binary to measure                        (default target/release/passerelle)
 #
 # Before/after: bench/compare.sh OLD_BINARY NEW_BINARY runs this script on both, alternated, and puts the
@@ -451,6 +453,101 @@ for round in $(seq "$ROUNDS"); do
   for n in "${CASES[@]}"; do ERR_TOTAL=$((ERR_TOTAL + ERRS[$n#$round])); done
 done
 
+# --- memory per idle connection ------------------------------------------------------------------------------
+# For each proxy: BENCH_IDLE keep-alive connections (default 10000; 0 skips) each get one answered request and
+# then stay silent (bench/idle_connections.py). Resident memory (the process and its children: nginx's
+# workers) is read before, while they are all open (and one more client is served meanwhile), and after they
+# closed and 2 s of ordinary traffic (an idle allocator returns freed pages on its next use, not on a timer).
+IDLE_N=${BENCH_IDLE:-10000}
+declare -A IDLE_BEFORE IDLE_OPEN IDLE_AFTER IDLE_PER IDLE_OTHER
+rss_kb() { # pid: resident KB of the process and its children
+  local p t=0
+  for p in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    t=$((t + $(awk '/^VmRSS/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+idle_memory() { # name port path pid [header]
+  local name=$1 port=$2 path=$3 pid=$4 header=${5:-} line got code
+  say "memory: $IDLE_N idle keep-alive connections on ($name)"
+  IDLE_BEFORE[$name]=$(rss_kb "$pid")
+  coproc IDLE_CLIENT { python3 "$ROOT/bench/idle_connections.py" 127.0.0.1 "$port" "$path" "$IDLE_N" "$J" ${header:+"$header"}; }
+  read -r line <&"${IDLE_CLIENT[0]}" || die "($name) the idle-connection client stopped"
+  got=${line#open }
+  [ "$got" = "$IDLE_N" ] || die "($name) only $got of $IDLE_N idle connections got a 2xx answer"
+  IDLE_OPEN[$name]=$(rss_kb "$pid")
+  code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H "$J" ${header:+-H "$header"} "http://127.0.0.1:$port$path")
+  IDLE_OTHER[$name]=$code
+  echo close >&"${IDLE_CLIENT[1]}"
+  read -r line <&"${IDLE_CLIENT[0]}"   # dropped N
+  [ "$line" = "dropped 0" ] || die "($name) the server closed idle connections while they were held: $line"
+  read -r line <&"${IDLE_CLIENT[0]}"   # closed
+  wait "$IDLE_CLIENT_PID" 2>/dev/null || true
+  wrk -t1 -c8 -d2s -H "$J" ${header:+-H "$header"} "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+  IDLE_AFTER[$name]=$(rss_kb "$pid")
+  IDLE_PER[$name]=$(( (IDLE_OPEN[$name] - IDLE_BEFORE[$name]) * 1024 / IDLE_N ))
+}
+if [ "$IDLE_N" -gt 0 ]; then
+  # Each process (client, proxy) holds one descriptor per connection: the limit is per process.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((IDLE_N + 500)) ] \
+    || die "the open-file limit ($(ulimit -n)) is too low for BENCH_IDLE=$IDLE_N connections (lower BENCH_IDLE)"
+  command -v python3 >/dev/null || die "python3 is needed for the idle-connection client"
+  idle_memory nginx "$NGINX_PORT" "/public?fixed" "$NGINX_PROXY_PID"
+  idle_memory bare-pingora "$BARE_PORT" "/public?fixed" "$BARE_PID"
+  idle_memory public "$PROXY_PORT" "/public?fixed" "$SERVER_PID"
+  idle_memory auth "$PROXY_PORT" "/app?fixed" "$SERVER_PID" "Cookie: $COOKIE"
+fi
+
+# --- logins: CPU per completed login, memory per cached session ----------------------------------------------
+# BENCH_LOGINS sign-ins (default 300; 0 skips) through the development provider, by script. CPU: the time
+# Passerelle's proxy threads spent (schedstat, in ns) over them, divided by their number: the redirect to the
+# provider and the callback (code exchange, id_token signature and claims checks, userinfo, the sealed cookie);
+# the provider's own work runs on its own thread and is not counted. Memory: each new session then makes one
+# authenticated request (one curl, keep-alive), which decodes it into the session cache; the resident memory
+# before and after that pass, divided by the number of sessions.
+LOGINS_N=${BENCH_LOGINS:-300}
+proxy_cpu_ns() { # pid: CPU ns of the threads named "passerelle" (the proxy's)
+  local t total=0
+  for t in /proc/"$1"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = passerelle ] || continue
+    total=$((total + $(awk '{print $1}' "$t/schedstat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+LOGIN_CPU_US=""; SESSION_BYTES=""
+if [ "$LOGINS_N" -gt 0 ]; then
+  say "timing $LOGINS_N logins"
+  : >"$WORK/sessions.txt"
+  c0=$(proxy_cpu_ns "$SERVER_PID")
+  for i in $(seq "$LOGINS_N"); do
+    rm -f "$WORK/login.txt"
+    c=$(login_on "$PROXY" "$WORK/login.txt")
+    [ -n "$c" ] || die "login $i gave no session cookie"
+    echo "$c" >>"$WORK/sessions.txt"
+  done
+  c1=$(proxy_cpu_ns "$SERVER_PID")
+  LOGIN_CPU_US=$(awk -v d=$((c1 - c0)) -v n="$LOGINS_N" 'BEGIN { printf "%.0f", d / 1000 / n }')
+  {
+    first=1
+    while read -r c; do
+      [ $first = 1 ] || echo next
+      first=0
+      echo "url = \"$PROXY/app?fixed\""
+      echo "header = \"$J\""
+      echo "header = \"Cookie: $c\""
+      echo 'output = "/dev/null"'
+      echo 'write-out = "%{http_code}\n"'
+    done <"$WORK/sessions.txt"
+  } >"$WORK/cache-pass.curl"
+  m0=$(rss_kb "$SERVER_PID")
+  curl -sS -K "$WORK/cache-pass.curl" >"$WORK/cache-pass.codes" || die "the session-cache pass failed"
+  m1=$(rss_kb "$SERVER_PID")
+  ok=$(grep -c '^200$' "$WORK/cache-pass.codes" || true)
+  [ "$ok" = "$LOGINS_N" ] || die "only $ok of $LOGINS_N new sessions opened the protected route"
+  SESSION_BYTES=$(( (m1 - m0) * 1024 / LOGINS_N ))
+fi
+
 # --- revocation seen by the other replica ----------------------------------------------------------------------
 # For each of BENCH_REVOCATIONS sessions: sign in on R1, let R2 cache the session (one 200), log out on R1, then
 # poll R2 until it refuses the cookie. The time counts from the logout request to R2's first refusal.
@@ -560,6 +657,24 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
     echo "- revocation seen by the other replica, ${#REVOKE_MS[@]} logouts: p50 **${REV_P50} ms**, p99 **${REV_P99} ms**, max ${REV_MAX} ms (target: p99 < 1 s — $MET_REV)"
   fi
   echo
+  if [ "$IDLE_N" -gt 0 ]; then
+    echo "Memory per idle keep-alive connection ($IDLE_N connections, one request answered on each, then silent):"
+    echo
+    echo "| target | RSS before (MB) | with $IDLE_N idle (MB) | per idle connection | other client meanwhile | after close + 2 s of traffic (MB) |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for n in nginx bare-pingora public auth; do
+      awk -v n="$n" -v b="${IDLE_BEFORE[$n]}" -v o="${IDLE_OPEN[$n]}" -v p="${IDLE_PER[$n]}" -v c="${IDLE_OTHER[$n]}" -v a="${IDLE_AFTER[$n]}" \
+        'BEGIN { printf "| %s | %.1f | %.1f | %.1f KB | %s | %.1f |\n", n, b / 1024, o / 1024, p / 1024, c, a / 1024 }'
+    done
+    echo
+    echo "(public and auth are the same Passerelle process, measured one after the other.)"
+    echo
+  fi
+  if [ -n "$LOGIN_CPU_US" ]; then
+    echo "- a completed login ($LOGINS_N, one after the other): **$LOGIN_CPU_US µs** of Passerelle's CPU each (redirect to the provider + callback; target < 1000 µs)"
+    echo "- a decoded session in the cache: **$SESSION_BYTES bytes** of resident memory each ($LOGINS_N sessions of a ${#COOKIE}-byte cookie)"
+    echo
+  fi
   echo "Per round (requests/s):"
   echo
   echo "| round | direct | nginx | bare pingora | public | auth | api-401 | auth/public | auth/nginx |"

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admin;
 pub mod config;
+pub mod connections;
 pub mod dev;
 #[doc(hidden)]
 pub mod fuzzing;

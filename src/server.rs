@@ -3,6 +3,7 @@
 
 use crate::admin::{Admin, Metrics};
 use crate::config::{Config, ProviderKind};
+use crate::connections::LeanConnections;
 use crate::dev::{DevKeyError, DevProvider, Echo};
 use crate::identity::IdentityHeaderFilter;
 use crate::oidc::{LoginError, Provider};
@@ -11,6 +12,7 @@ use crate::routes::RouteTable;
 use crate::session::SessionManager;
 use crate::upstream::{ResolveError, Upstream};
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -176,14 +178,24 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         own_cookies: crate::session::cookies::OwnCookieNames::new(&config.session.cookie_name),
         config: config.clone(),
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "passerelle");
+    let mut proxy = Service::new(
+        "passerelle".into(),
+        LeanConnections::new(
+            pingora::proxy::http_proxy(&server.configuration, gateway),
+            crate::connections::IDLE_TIMEOUT,
+        ),
+    );
     for addr in &config.server.listen {
         match &config.server.tls {
             Some(tls) => proxy
                 .add_tls(&addr.to_string(), &tls.cert, &tls.key)
                 .map_err(|e| StartError::Server(e.to_string()))?,
-            None => proxy.add_tcp(&addr.to_string()),
+            // No L4 read buffer on plain TCP: the HTTP parser reads into its own, and an idle connection
+            // would otherwise keep 64 KB (src/connections.rs).
+            None => proxy.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .l4_buffer(L4BufferSettings::default().read(0)),
+            ),
         }
     }
     server.add_service(proxy);
