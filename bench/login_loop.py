@@ -3,7 +3,10 @@
 connection to Passerelle and one to the provider, reused from one login to the next (bench/run.sh, CPU per
 login). Prints each new session's Cookie header value, one per line.
 
-    login_loop.py PROXY_BASE COUNT [START_PATH] [IDENTITY]
+    login_loop.py PROXY_BASE COUNT [START_PATH] [IDENTITY] [SESSION_COOKIE_REGEX]
+
+SESSION_COOKIE_REGEX picks the session cookies among those left after the callback: Passerelle's by default,
+`mod_auth_openidc_session.*` for Apache with mod_auth_openidc (the same script signs in through both).
 
 Each login: GET START_PATH (302 to the provider, the flow cookie set), the provider's authorize page (its
 hidden `request` field), POST approve (302 to the callback), GET the callback with the flow cookie (302 back,
@@ -49,7 +52,8 @@ def set_cookies(res, jar):
     for value in res.headers.get_all("Set-Cookie") or []:
         name, _, rest = value.partition("=")
         cookie_value = rest.split(";", 1)[0]
-        if re.search(r";\s*max-age=0\b", value, re.I) or cookie_value == "":
+        expired = re.search(r";\s*max-age=0\b", value, re.I) or re.search(r";\s*expires=[^;]*1970", value, re.I)
+        if expired or cookie_value == "":
             jar.pop(name.strip(), None)
         else:
             jar[name.strip()] = cookie_value
@@ -70,6 +74,7 @@ def main():
     count = int(sys.argv[2])
     start = sys.argv[3] if len(sys.argv) > 3 else "/bench/start"
     identity = sys.argv[4] if len(sys.argv) > 4 else "angela"
+    pattern = sys.argv[5] if len(sys.argv) > 5 else r"(__Host-)?passerelle(\.\d+)?"
     provider = None
     html = {"Accept": "text/html"}
     for _ in range(count):
@@ -98,7 +103,7 @@ def main():
         if res.status != 302:
             fail("callback", res, data)
         set_cookies(res, jar)
-        session = {k: v for k, v in jar.items() if re.fullmatch(r"(__Host-)?passerelle(\.\d+)?", k)}
+        session = {k: v for k, v in jar.items() if re.fullmatch(pattern, k)}
         if not session:
             sys.exit("login_loop: no session cookie after the callback")
         print(cookie_header(session), flush=True)

@@ -15,6 +15,8 @@
 #        (b) public      a public route through Passerelle
 #        (c) auth        a protected route through Passerelle with the valid session cookie
 #        (d) api-401     the protected route without a cookie, as an API client (Accept: application/json -> 401)
+#        (m) apache      Apache + mod_auth_openidc (bench/apache-oidc.conf) signed in at the same development
+#                        provider, client-cookie session, the same nginx upstream (skipped with BENCH_APACHE=0)
 #        (e) auth-redis  the protected route on a second Passerelle (R1) with session.store = "redis" on a local
 #                        redis-server, with its ticket cookie (skipped with BENCH_REDIS=0)
 #      in BENCH_ROUNDS interleaved rounds (a, b, c, d, e, a, b, ...), so that load from other processes on a
@@ -39,6 +41,7 @@
 #   BENCH_CONNECTIONS  wrk connections                          (default 32)
 #   BENCH_WRK_THREADS  wrk threads                              (default 1)
 #   BENCH_THREADS      Passerelle's [server] threads            (default 1, see below)
+#   BENCH_APACHE       1: also Apache + mod_auth_openidc (installs apache2 and the module when missing); 0: skip
 #   BENCH_REDIS        1: also the Redis-store cases (installs redis-server when missing); 0: skip them
 #   BENCH_REVOCATIONS  revocations timed                        (default 100)
 #   BENCH_LOGINS       logins timed (CPU per login), then one request each (memory per cached session) (default 1000; 0 skips)
@@ -74,16 +77,21 @@ say() { echo "==> $*" >&2; }
 # first try fails), or stops with WHY.
 need() {
   local exe=$1 pkg=$2 why=$3 sudo=""
-  [ -x "$exe" ] && return 0
+  [ -e "$exe" ] && return 0
   say "installing $pkg ($why)"
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 \
     || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; } \
     || die "$pkg could not be installed"
-  [ -x "$exe" ] || die "$pkg is installed but $exe is missing"
+  [ -e "$exe" ] || die "$pkg is installed but $exe is missing"
 }
 need /usr/bin/wrk wrk "the load generator"
 need /usr/sbin/nginx nginx-light "the upstream and the bare reverse proxy every target is compared with"
+WITH_APACHE=${BENCH_APACHE:-1}
+if [ "$WITH_APACHE" = 1 ]; then
+  need /usr/sbin/apache2 apache2 "Apache httpd, the peer with mod_auth_openidc; BENCH_APACHE=0 skips it"
+  need /usr/lib/apache2/modules/mod_auth_openidc.so libapache2-mod-auth-openidc "mod_auth_openidc; BENCH_APACHE=0 skips it"
+fi
 WITH_REDIS=${BENCH_REDIS:-1}
 [ "$WITH_REDIS" = 1 ] && need /usr/bin/redis-server redis-server "the Redis-store cases; BENCH_REDIS=0 skips them"
 command -v curl >/dev/null || die "curl is needed"
@@ -146,6 +154,7 @@ REDIS_PORT=$(pick_port); PICKED="$PICKED $REDIS_PORT"
 UP_PORT=$(pick_port); PICKED="$PICKED $UP_PORT"
 NGINX_PORT=$(pick_port); PICKED="$PICKED $NGINX_PORT"
 BARE_PORT=$(pick_port); PICKED="$PICKED $BARE_PORT"
+APACHE_PORT=$(pick_port); PICKED="$PICKED $APACHE_PORT"
 R1_PORT=$(pick_port); PICKED="$PICKED $R1_PORT"
 R1_ADMIN=$(pick_port); PICKED="$PICKED $R1_ADMIN"
 R2_PORT=$(pick_port); PICKED="$PICKED $R2_PORT"
@@ -156,6 +165,7 @@ ECHO="http://127.0.0.1:$ECHO_PORT"
 UP="http://127.0.0.1:$UP_PORT"
 NGINX="http://127.0.0.1:$NGINX_PORT"
 BARE="http://127.0.0.1:$BARE_PORT"
+APACHE="http://127.0.0.1:$APACHE_PORT"
 ADMIN="http://127.0.0.1:$ADMIN_PORT"
 
 # --- config ---------------------------------------------------------------------------------------------------
@@ -271,6 +281,19 @@ wait_for "$UP/" "$NGINX_UPSTREAM_PID"
 wait_for "$NGINX/" "$NGINX_PROXY_PID"
 wait_for "$BARE/" "$BARE_PID"
 
+# Apache + mod_auth_openidc against the same development provider (bench/apache-oidc.conf), one process.
+APACHE_PID=""
+if [ "$WITH_APACHE" = 1 ]; then
+  mkdir -p "$WORK/apache"
+  sed -e "s#@WORK@#$WORK/apache#g" -e "s#@PORT@#$APACHE_PORT#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" \
+      -e "s#@ECHO@#127.0.0.1:$ECHO_PORT#g" -e "s#@DEV@#$DEV#g" "$ROOT/bench/apache-oidc.conf" >"$WORK/apache.conf"
+  [ "$(id -u)" -eq 0 ] && chown -R www-data "$WORK/apache" 2>/dev/null || true
+  /usr/sbin/apache2 -f "$WORK/apache.conf" -DFOREGROUND >"$WORK/apache.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  APACHE_PID=$!
+  wait_for "$APACHE/bench/ready" "$APACHE_PID"   # 302 to the provider: mod_auth_openidc answers
+fi
+
 # --- scripted login -------------------------------------------------------------------------------------------
 # login_on PROXY JAR: signs in as angela through the development provider by script, prints the session
 # Cookie header value. The session cookie(s) only: `passerelle`, and `passerelle.1`, ... when a large session
@@ -322,6 +345,15 @@ check_status public 200 "$PROXY/public" -H "$J"
 verify_auth
 check_status api-401 401 "$PROXY/app" -H "$J"
 say "checked: direct 200, public 200, auth 200 with X-Auth-Sub at the echo, api without cookie 401"
+APACHE_COOKIE=""
+if [ -n "$APACHE_PID" ]; then
+  APACHE_COOKIE=$(python3 "$ROOT/bench/login_loop.py" "$APACHE" 1 /bench/start angela 'mod_auth_openidc_session.*') \
+    || die "could not sign in through Apache + mod_auth_openidc (see $WORK/apache/apache-error.log)"
+  check_status apache 200 "$APACHE/verify/app" -H "$J" -H "Cookie: $APACHE_COOKIE"
+  grep -qi '"x-auth-sub"' "$WORK/body" || die "(apache) 200 but the echo did not receive X-Auth-sub: $(head -c 300 "$WORK/body")"
+  check_status apache 200 "$APACHE/app?fixed" -H "$J" -H "Cookie: $APACHE_COOKIE"
+  say "Apache + mod_auth_openidc: session cookie ${#APACHE_COOKIE} bytes, the identity reaches the echo"
+fi
 
 # --- Redis store: two more replicas on one redis-server ------------------------------------------------------
 # R1 and R2 serve the same routes with session.store = "redis", signing in at the same development provider
@@ -425,6 +457,7 @@ mkdir -p "$OUT_DIR"
 rm -f "$OUT_DIR"/wrk-*.txt
 CASES=(direct nginx bare-pingora public auth api-401)
 [ -n "$REDIS_COOKIE" ] && CASES+=(auth-redis)
+[ -n "$APACHE_COOKIE" ] && CASES+=(apache)
 # Interleaved rounds: each round measures the four cases back to back, so a neighbour's load that comes and
 # goes hits the cases of a round alike; the ratios are taken within each round, then the median over rounds.
 for round in $(seq "$ROUNDS"); do
@@ -435,6 +468,9 @@ for round in $(seq "$ROUNDS"); do
   run_wrk public  "$round" "$PROXY/public?fixed" -H "$J"
   run_wrk auth    "$round" "$PROXY/app?fixed" -H "$J" -H "Cookie: $COOKIE"
   run_wrk api-401 "$round" "$PROXY/app?fixed" -H "$J"
+  if [ -n "$APACHE_COOKIE" ]; then
+    WRK_PID=$APACHE_PID WRK_CPU=all run_wrk apache "$round" "$APACHE/app?fixed" -H "$J" -H "Cookie: $APACHE_COOKIE"
+  fi
   if [ -n "$REDIS_COOKIE" ]; then
     WRK_PID=$R1_PID run_wrk auth-redis "$round" "$R1/app?fixed" -H "$J" -H "Cookie: $REDIS_COOKIE"
   fi
@@ -609,6 +645,14 @@ done
 R_PUBLIC_BARE=$(median "${pb[@]}" | awk '{printf "%.2f", $1}'); R_AUTH_BARE=$(median "${ab[@]}" | awk '{printf "%.2f", $1}')
 R_PUBLIC_NGINX=$(median "${pn[@]}" | awk '{printf "%.2f", $1}'); R_AUTH_NGINX=$(median "${an[@]}" | awk '{printf "%.2f", $1}')
 R_BARE_NGINX=$(median "${bn[@]}" | awk '{printf "%.2f", $1}')
+if [ -n "$APACHE_COOKIE" ]; then
+  am=(); mn=()
+  for round in $(seq "$ROUNDS"); do
+    am+=("$(ratio "${RPS[auth#$round]}" "${RPS[apache#$round]}")"); mn+=("$(ratio "${RPS[apache#$round]}" "${RPS[nginx#$round]}")")
+  done
+  R_AUTH_APACHE=$(median "${am[@]}" | awk '{printf "%.2f", $1}'); R_APACHE_NGINX=$(median "${mn[@]}" | awk '{printf "%.2f", $1}')
+  R_CPU_APACHE=$(awk -v a="${MCPU[auth]}" -v b="${MCPU[apache]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')
+fi
 
 # --- report ---------------------------------------------------------------------------------------------------
 R_AUTH_PUBLIC=$(median "${ap[@]}" | awk '{printf "%.2f", $1}')
@@ -643,6 +687,9 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
   echo "| (b) public | public route through Passerelle | ${MRPS[public]} | ${MP50[public]} | ${MP99[public]} | ${MCPU[public]} | ${SUM_NON2XX[public]} | ${SUM_ERRS[public]} |"
   echo "| (c) auth | protected route, valid session cookie | ${MRPS[auth]} | ${MP50[auth]} | ${MP99[auth]} | ${MCPU[auth]} | ${SUM_NON2XX[auth]} | ${SUM_ERRS[auth]} |"
   echo "| (d) api-401 | protected route, no cookie, API client (401) | ${MRPS[api-401]} | ${MP50[api-401]} | ${MP99[api-401]} | ${MCPU[api-401]} | ${SUM_NON2XX[api-401]} (expected: all) | ${SUM_ERRS[api-401]} |"
+  if [ -n "$APACHE_COOKIE" ]; then
+    echo "| (m) apache | Apache + mod_auth_openidc, authenticated (client-cookie session, ${#APACHE_COOKIE}-byte cookie) | ${MRPS[apache]} | ${MP50[apache]} | ${MP99[apache]} | ${MCPU[apache]} | ${SUM_NON2XX[apache]} | ${SUM_ERRS[apache]} |"
+  fi
   if [ -n "$REDIS_COOKIE" ]; then
     echo "| (e) auth-redis | protected route, session in Redis (ticket cookie), another process | ${MRPS[auth-redis]} | ${MP50[auth-redis]} | ${MP99[auth-redis]} | ${MCPU[auth-redis]} | ${SUM_NON2XX[auth-redis]} | ${SUM_ERRS[auth-redis]} |"
   fi
@@ -654,6 +701,9 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
   echo "- public / bare pingora = **$R_PUBLIC_BARE**, auth / bare pingora = **$R_AUTH_BARE** (target >= 0.95: Passerelle's own cost)"
   echo "- public / nginx = **$R_PUBLIC_NGINX**, auth / nginx = **$R_AUTH_NGINX**, bare pingora / nginx = **$R_BARE_NGINX** (target: auth >= 0.8, aim 1.0)"
   echo
+  if [ -n "$APACHE_COOKIE" ]; then
+    echo "- auth / Apache + mod_auth_openidc = **$R_AUTH_APACHE** requests/s, **$R_CPU_APACHE** proxy CPU per request; Apache / nginx = **$R_APACHE_NGINX**"
+  fi
   echo "- auth / public = **$R_AUTH_PUBLIC** (target: authenticated >= 0.9 x public — $MET)"
   echo "- public / direct = **$R_PUBLIC_DIRECT** (cost of the proxy hop itself)"
   echo "- proxy CPU per request, auth / public = **$R_CPU** (what authentication adds to Passerelle's own work)"
