@@ -66,6 +66,19 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
     if policy == CachePolicy::Upstream {
         return;
     }
+    // What most apps send: no cache header at all. The answer is then fixed, without parsing anything.
+    if !response.headers.contains_key(http::header::CACHE_CONTROL)
+        && !response.headers.contains_key(http::header::VARY)
+    {
+        let _ = response.insert_header(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("private"),
+        );
+        let _ =
+            response.insert_header(http::header::VARY, http::HeaderValue::from_static("Cookie"));
+        remove_cdn_cache_headers(response);
+        return;
+    }
     let directives = comma_list(response, http::header::CACHE_CONTROL);
     let kept: Vec<&str> = directives
         .iter()

@@ -111,9 +111,10 @@ pub fn normalise_host_name(name: &str) -> Result<String, HostError> {
     }
     let mut ascii = if is_canonical_name(name) {
         name.to_owned()
-    } else if let Ok(address) = name.parse::<std::net::Ipv4Addr>() {
-        // Dotted decimal without leading zeros: the form the WHATWG parser gives back.
-        return Ok(address.to_string());
+    } else if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        // Dotted decimal without leading zeros (the standard parser refuses them): already the form the WHATWG
+        // parser gives back, so the text is kept rather than formatted again on every request.
+        return Ok(name.to_owned());
     } else {
         // The WHATWG host parser: UTS 46 (IDNA) mapping to punycode, lower case, IPv4 in its canonical
         // dotted form (`0x7f.1` is 127.0.0.1, as browsers read it).
