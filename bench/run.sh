@@ -21,11 +21,16 @@
 #                        redis-server, with its ticket cookie (skipped with BENCH_REDIS=0)
 #      in BENCH_ROUNDS interleaved rounds (a, b, c, d, e, a, b, ...), so that load from other processes on a
 #      shared machine hits all cases alike;
-#   3b. with Redis: times BENCH_REVOCATIONS (default 100) logouts on R1 until a third Passerelle (R2, same
+#   3b. memory per idle connection: BENCH_IDLE (default 10000) keep-alive connections held open on nginx, the
+#      bare pingora and Passerelle (public, then authenticated), one request answered on each, resident memory
+#      before, with them open, and after they close (bench/idle_connections.py);
+#   3c. logins: BENCH_LOGINS (default 1000) sign-ins over keep-alive connections (bench/login_loop.py),
+#      Passerelle's CPU per login; then one request per new session: memory per cached session;
+#   3d. with Redis: times BENCH_REVOCATIONS (default 100) logouts on R1 until a third Passerelle (R2, same
 #      Redis, the session cached) refuses the cookie: p50 / p99 / max;
-#   4. prints a table (median requests/s, p50, p99, and the CPU time Passerelle's proxy threads spent per
-#      request) with the ratios auth/public and public/direct (median of the per-round ratios), and writes it
-#      to bench/output/results.md with the raw wrk output beside it.
+#   4. prints a table (median requests/s, p50, p99, and the CPU time each proxy's threads spent per request)
+#      with the ratios to nginx, to the bare pingora and to mod_auth_openidc (median of the per-round ratios),
+#      and writes it to bench/output/results.md with the raw wrk output beside it.
 #
 # The measured URLs carry `?fixed`: the built-in echo then answers a constant two-byte body whatever headers it
 # received, so that (b) and (c) differ only by what Passerelle does (the checks before and after the runs use
