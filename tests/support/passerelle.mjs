@@ -16,7 +16,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -44,15 +44,39 @@ export async function waitForBinary(timeoutMs = 300_000) {
 }
 
 /** A TCP port free on 127.0.0.1 right now (listen on 0, close, return it). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
+export async function freePort() {
+  for (let attempt = 0; attempt < 100; attempt += 1) {
+    const port = BELOW_EPHEMERAL.low + Math.floor(Math.random() * (BELOW_EPHEMERAL.high - BELOW_EPHEMERAL.low));
+    if (handedOut.has(port)) continue;
+    if (await bindable(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port found in ${BELOW_EPHEMERAL.low}-${BELOW_EPHEMERAL.high}`);
+}
+
+// Ports for Passerelle are picked below the kernel's ephemeral range: the test servers that listen on port 0 (the
+// provider, the upstreams) and every outgoing connection's source port come from that range, so between the pick
+// and Passerelle's bind none of them can take the port (seen: a replica's port given to the provider a moment
+// later). Within this process no port is handed out twice.
+const BELOW_EPHEMERAL = (() => {
+  let low = 32768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    // not Linux: the usual default
+  }
+  return { low: 10000, high: Math.max(10001, Math.min(low, 65536)) };
+})();
+const handedOut = new Set();
+
+function bindable(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
