@@ -46,6 +46,7 @@
 #   BENCH_CONNECTIONS  wrk connections                          (default 32)
 #   BENCH_WRK_THREADS  wrk threads                              (default 1)
 #   BENCH_THREADS      Passerelle's [server] threads            (default 1, see below)
+#   BENCH_INSTRUCTIONS 1: count instructions per request under callgrind instead of the timed runs
 #   BENCH_APACHE       1: also Apache + mod_auth_openidc (installs apache2 and the module when missing); 0: skip
 #   BENCH_REDIS        1: also the Redis-store cases (installs redis-server when missing); 0: skip them
 #   BENCH_REVOCATIONS  revocations timed                        (default 100)
@@ -92,6 +93,16 @@ need() {
 }
 need /usr/bin/wrk wrk "the load generator"
 need /usr/sbin/nginx nginx-light "the upstream and the bare reverse proxy every target is compared with"
+# BENCH_INSTRUCTIONS=1: instead of the timed runs, count the user-space instructions per request of the bare
+# pingora and of Passerelle (public, authenticated) under valgrind's callgrind, which gives the same count
+# whatever else the machine does: the figure to judge a change to the request path by.
+INSTRUCTIONS=${BENCH_INSTRUCTIONS:-0}
+UNDER=()
+if [ "$INSTRUCTIONS" = 1 ]; then
+  need /usr/bin/valgrind valgrind "callgrind, for BENCH_INSTRUCTIONS=1"
+  UNDER=(valgrind --tool=callgrind --instr-atstart=no)
+  BENCH_APACHE=0; BENCH_REDIS=0
+fi
 WITH_APACHE=${BENCH_APACHE:-1}
 if [ "$WITH_APACHE" = 1 ]; then
   need /usr/sbin/apache2 apache2 "Apache httpd, the peer with mod_auth_openidc; BENCH_APACHE=0 skips it"
@@ -259,13 +270,15 @@ if [ ! -x "$BARE_BIN" ]; then
   (cd "$ROOT" && cargo build --release --locked --example bare_pingora >&2) || die "cannot build examples/bare_pingora.rs"
 fi
 cp "$BARE_BIN" "$WORK/bare_pingora"
-"$WORK/bare_pingora" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$SERVER_THREADS" >"$WORK/bare.log" 2>&1 &
+${UNDER[@]+"${UNDER[@]}"} ${UNDER[@]+--callgrind-out-file="$WORK/callgrind.bare"} \
+  "$WORK/bare_pingora" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$SERVER_THREADS" >"$WORK/bare.log" 2>&1 &
 EXTRA_PIDS+=($!)
 BARE_PID=$!
 
 # --- start and wait -------------------------------------------------------------------------------------------
 say "starting Passerelle (threads = $SERVER_THREADS) on $PROXY, admin $ADMIN, echo $ECHO, dev provider $DEV"
-"$BIN" run --config "$CONFIG" >"$WORK/server.log" 2>&1 &
+${UNDER[@]+"${UNDER[@]}"} ${UNDER[@]+--callgrind-out-file="$WORK/callgrind.passerelle"} \
+  "$BIN" run --config "$CONFIG" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
 # Poll (never a fixed sleep): until $1 answers 2xx, the server dies, or 30 s pass.
@@ -454,6 +467,38 @@ cpu_busy() {
   b=($(awk '/^cpu / {print $2+$3+$4+$6+$7+$8, $5}' /proc/stat))
   awk -v u=$((b[0] - a[0])) -v i=$((b[1] - a[1])) 'BEGIN { t = u + i; printf "%.0f", (t > 0 ? 100 * u / t : 0) }'
 }
+if [ "$INSTRUCTIONS" = 1 ]; then
+  mkdir -p "$OUT_DIR"
+  # count NAME PID DUMP URL [wrk args]: instructions per request over an 8 s wrk run (4 connections). callgrind
+  # writes each dump as DUMP.1, DUMP.2, ...: the newest is this run's.
+  count() {
+    local name=$1 pid=$2 dump=$3 url=$4 n total; shift 4
+    say "instructions: ($name) $url under callgrind"
+    callgrind_control -z "$pid" >/dev/null 2>&1 && callgrind_control -i on "$pid" >/dev/null 2>&1
+    wrk -t1 -c4 -d8s "$@" "$url" >"$WORK/wrk-instr-$name.txt"
+    callgrind_control -i off "$pid" >/dev/null 2>&1 && callgrind_control -d "$name" "$pid" >/dev/null 2>&1
+    n=$(awk '/requests in/ {print $1}' "$WORK/wrk-instr-$name.txt")
+    total=$(callgrind_annotate "$(ls -t "$dump".* 2>/dev/null | head -n1)" 2>/dev/null \
+      | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    [ -n "$total" ] && [ "${n:-0}" -gt 0 ] || die "no callgrind count for ($name)"
+    INSTR[$name]=$((total / n)); INSTR_N[$name]=$n
+  }
+  declare -A INSTR INSTR_N
+  count bare-pingora "$BARE_PID" "$WORK/callgrind.bare" "$BARE/public?fixed" -H "$J"
+  count public "$SERVER_PID" "$WORK/callgrind.passerelle" "$PROXY/public?fixed" -H "$J"
+  count auth "$SERVER_PID" "$WORK/callgrind.passerelle" "$PROXY/app?fixed" -H "$J" -H "Cookie: $COOKIE"
+  {
+    echo "# Instructions per request (callgrind, user space, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null))"
+    echo
+    echo "| target | instructions per request | / bare pingora | requests counted |"
+    echo "|---|---:|---:|---:|"
+    for n in bare-pingora public auth; do
+      awk -v n="$n" -v i="${INSTR[$n]}" -v b="${INSTR[bare-pingora]}" -v c="${INSTR_N[$n]}" \
+        'BEGIN { printf "| %s | %d | %.2f | %d |\n", n, i, i / b, c }'
+    done
+  } | tee "$OUT_DIR/instructions.md"
+  exit 0
+fi
 BUSY_BEFORE=$(cpu_busy)
 if [ "$BUSY_BEFORE" -gt 20 ]; then
   say "warning: the machine is already ${BUSY_BEFORE}% busy before the run; figures will be skewed"
