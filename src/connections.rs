@@ -46,9 +46,9 @@ impl<A> LeanConnections<A> {
 enum Wait {
     /// A byte of the next request arrived (it is put back for the parser).
     Request,
-    /// The client closed, the read failed, or the stream cannot be peeked at (then the request is read the
-    /// usual way: `Unpeekable`).
+    /// The client closed, or the read failed.
     Closed,
+    /// The stream cannot be peeked at (TLS): the request is read the usual way, inside pingora's future.
     Unpeekable,
     /// Silent for the idle timeout, or the server is shutting down.
     Idle,

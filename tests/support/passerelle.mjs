@@ -43,7 +43,7 @@ export async function waitForBinary(timeoutMs = 300_000) {
   }
 }
 
-/** A TCP port free on 127.0.0.1 right now (listen on 0, close, return it). */
+/** A TCP port free on 127.0.0.1 right now, below the ephemeral range (see BELOW_EPHEMERAL), never handed out twice. */
 export async function freePort() {
   for (let attempt = 0; attempt < 100; attempt += 1) {
     const port = BELOW_EPHEMERAL.low + Math.floor(Math.random() * (BELOW_EPHEMERAL.high - BELOW_EPHEMERAL.low));
