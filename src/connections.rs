@@ -3,25 +3,32 @@
 //!
 //! A ministry's portal at opening time holds ten thousand browsers that sent one request and keep their
 //! connection for the next. pingora, left to itself, waits for that next request inside its request future:
-//! the proxy's boxed `process_new_http` (about 12 KB), the HTTP session (about 4 KB) and, on every
-//! connection, a 64 KB read buffer — about 100 KB per idle browser, a gigabyte for ten thousand, while nginx
-//! keeps a few hundred bytes. Here the wait for the next request's first byte happens before any of that is
-//! built: the request future and the session exist only while a request is being read, decided and
-//! proxied, and plain-TCP listeners read without the L4 buffer (the HTTP parser has its own; the buffer
-//! only saved copies for TLS records). Everything a request goes through is pingora's own code, called one
-//! request at a time.
+//! the proxy's boxed `process_new_http` (about 12 KB), the HTTP session (about 4 KB), a 64 KB read buffer and
+//! its per-connection task, sized for a TLS handshake (about 10 KB) — about 100 KB per idle browser, a
+//! gigabyte for ten thousand, while nginx keeps a few hundred bytes. Here a plain HTTP/1.x connection lives
+//! in a task of its own that waits for the next request's first bytes holding only the stream: the request
+//! future and the session exist only while a request is being read, decided and proxied, and plain-TCP
+//! listeners read without the L4 buffer (the HTTP parser has its own; the buffer only saved copies for TLS
+//! records). The bytes that end the wait are put back for the parser, so a request still costs one `recv`.
+//! Everything a request goes through is pingora's own code, called one request at a time.
 //!
-//! HTTP/2 (one long-lived connection multiplexing its own streams) and anything but HTTP/1.x are handed to
-//! pingora's loop unchanged.
+//! HTTP/2 (one long-lived connection multiplexing its own streams), TLS (whose decrypted bytes cannot be put
+//! back) and anything but HTTP/1.x are handed to pingora's loop unchanged.
 
+use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as PlainStream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// pingora's own keep-alive default: a connection silent this long after its last answer is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,58 +51,68 @@ impl<A> LeanConnections<A> {
 /// Why a connection stopped waiting for its next request.
 #[derive(Debug, PartialEq, Eq)]
 enum Wait {
-    /// A byte of the next request arrived (it is put back for the parser).
+    /// The first bytes of the next request arrived (they are put back for the parser).
     Request,
     /// The client closed, or the read failed.
     Closed,
-    /// The stream cannot be peeked at (TLS): the request is read the usual way, inside pingora's future.
-    Unpeekable,
     /// Silent for the idle timeout, or the server is shutting down.
     Idle,
 }
 
-/// Waits for the first byte of the next request with nothing but the stream itself held: the byte read is
-/// put back (pingora's rewind) so that the parser sees the whole request.
-async fn wait_for_request(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> Wait {
+/// The most bytes read while waiting: a browser's request usually fits, so the parser finds it whole in the
+/// bytes put back and the request costs the same single `recv` as in pingora's loop. The buffer lives on the
+/// stack of one poll, never in the waiting future, so an idle connection does not keep it.
+const FIRST_READ: usize = 4096;
+
+/// One attempt at reading the next request's first bytes; what was read is put back (pingora's rewind).
+fn poll_first_bytes(stream: &mut PlainStream, cx: &mut Context<'_>) -> Poll<Wait> {
+    let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+    let mut read = ReadBuf::uninit(&mut first);
+    match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Wait::Closed),
+        Poll::Ready(Ok(())) => {
+            stream.rewind(read.filled());
+            Poll::Ready(Wait::Request)
+        }
+        Poll::Ready(Err(_)) => Poll::Ready(Wait::Closed),
+    }
+}
+
+/// Waits for the next request with nothing but the stream itself held.
+async fn wait_for_request(
+    stream: &mut PlainStream,
+    idle: Duration,
+    shutdown: &ShutdownWatch,
+) -> Wait {
     if *shutdown.borrow() {
         return Wait::Idle;
     }
     let mut shutdown = shutdown.clone();
-    let mut first = [0u8; 1];
     tokio::select! {
         biased;
-        peeked = tokio::time::timeout(idle, stream.try_peek(&mut first)) => match peeked {
-            Ok(Ok(true)) => Wait::Request,
-            Ok(Ok(false)) => Wait::Unpeekable,
-            Ok(Err(_)) => Wait::Closed,
-            Err(_) => Wait::Idle,
-        },
+        read = tokio::time::timeout(idle, poll_fn(|cx| poll_first_bytes(stream, cx))) => {
+            read.unwrap_or(Wait::Idle)
+        }
         _ = shutdown.changed() => Wait::Idle,
     }
 }
 
-#[async_trait]
-impl<A> ServerApp for LeanConnections<A>
+impl<A> LeanConnections<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let options = self.app.server_options();
-        let plain_h1 = !options.is_some_and(|o| o.h2c)
-            && matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1));
-        if !plain_h1 {
-            return self.app.process_new(stream, shutdown).await;
-        }
-        let request_limit = options.and_then(|o| o.keepalive_request_limit);
+    /// Serves one plain HTTP/1.x connection, request after request, until it closes or stays silent.
+    async fn serve_http1(self: Arc<Self>, mut stream: Box<PlainStream>, shutdown: ShutdownWatch) {
+        let request_limit = self
+            .app
+            .server_options()
+            .and_then(|o| o.keepalive_request_limit);
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {
-            match wait_for_request(&mut stream, self.idle_timeout, shutdown).await {
-                Wait::Request | Wait::Unpeekable => {}
-                Wait::Closed | Wait::Idle => return None,
+            match wait_for_request(&mut stream, self.idle_timeout, &shutdown).await {
+                Wait::Request => {}
+                Wait::Closed | Wait::Idle => return,
             }
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
@@ -109,19 +126,52 @@ where
             }
             // Without pipelining (pingora's default, kept here) a connection is handed back only when no byte
             // of a next request was read with this one, so waiting on the socket above never misses one.
-            let (reused, kept) = self
-                .app
-                .process_new_http(session, shutdown)
-                .await?
-                .consume();
-            stream = reused;
+            let Some(reused) = self.app.process_new_http(session, &shutdown).await else {
+                return;
+            };
+            let (reused, kept) = reused.consume();
+            let Some(next) = plain(reused) else {
+                return;
+            };
+            stream = next;
             settings = kept;
         }
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for LeanConnections<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let options = self.app.server_options();
+        let plain_h1 = !options.is_some_and(|o| o.h2c)
+            && matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1))
+            && stream.as_any().is::<PlainStream>();
+        if !plain_h1 {
+            return self.app.process_new(stream, shutdown).await;
+        }
+        let stream = plain(stream)?;
+        // pingora's task for this connection was sized for its accept and TLS handshake (about 10 KB); the
+        // connection's life goes on in a task of its own, sized for the wait below, and pingora's ends here.
+        tokio::spawn(Arc::clone(self).serve_http1(stream, shutdown.clone()));
+        None
     }
 
     async fn cleanup(&self) {
         self.app.http_cleanup().await;
     }
+}
+
+/// The plain TCP (or Unix) stream behind pingora's boxed one, which is what can be read and rewound here;
+/// `None` only if pingora handed back another kind, which then closes the connection.
+fn plain(stream: Stream) -> Option<Box<PlainStream>> {
+    stream.into_any().downcast::<PlainStream>().ok()
 }
 
 #[cfg(test)]
@@ -130,18 +180,17 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair() -> (Stream, TcpStream) {
+    async fn pair() -> (Box<PlainStream>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
-        (stream, client)
+        (Box::new(PlainStream::from(server)), client)
     }
 
     #[tokio::test]
-    async fn the_first_byte_is_given_back_to_the_parser() {
+    async fn the_bytes_read_while_waiting_are_given_back_to_the_parser() {
         let (mut stream, mut client) = pair().await;
         let (_tx, watch) = tokio::sync::watch::channel(false);
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
@@ -152,6 +201,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&line, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_request_longer_than_the_first_read_reaches_the_parser_whole() {
+        let (mut stream, mut client) = pair().await;
+        let (_tx, watch) = tokio::sync::watch::channel(false);
+        let request: Vec<u8> = (0..3 * FIRST_READ).map(|i| (i % 251) as u8).collect();
+        client.write_all(&request).await.unwrap();
+        let wait = wait_for_request(&mut stream, Duration::from_secs(5), &watch).await;
+        assert_eq!(wait, Wait::Request);
+        let mut seen = vec![0u8; request.len()];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut seen)
+            .await
+            .unwrap();
+        assert_eq!(seen, request);
     }
 
     #[tokio::test]
