@@ -79,6 +79,13 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let config = Arc::new(config);
     let server_conf = ServerConf {
         threads: config.server.threads,
+        // One thread has nothing to steal from: pingora's single-threaded runtime then spares the
+        // work-stealing scheduler's cross-thread bookkeeping (0.91x CPU per request in bench/compare.sh). With
+        // more threads stealing stays on: without it pingora 0.9 parks a pooled upstream connection's idle
+        // watcher on a random thread, and a request on another thread may find the connection still held by
+        // it and open a new one ("failed to acquire reusable stream"); on one thread the watcher has always let
+        // go before the request runs.
+        work_stealing: config.server.threads > 1,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
         ..ServerConf::default()

@@ -10,6 +10,9 @@
 //                    closed, never a hang; nothing else reaches the upstream
 //   (4) many idle    300 connections, each with one request answered, then silent: another client is served
 //                    meanwhile, and each of the 300 then gets its second request answered on the same connection
+//   (5) upstream pool with one thread (pingora's single-threaded runtime, src/server.rs) and with two (work
+//                    stealing): 60 requests one after the other reach the upstream over one pooled connection, and
+//                    pingora never logs that it failed to take a returned connection back from its idle watcher
 //
 // Needs target/release/passerelle (or $PASSERELLE_BIN). Run:
 //   node --test --test-reporter=spec tests/integration/connections.test.mjs
@@ -118,3 +121,24 @@ test('connections (4) 300 idle keep-alive connections: another client is served 
   const seen = new Set(s.upstream.requests.map((r) => r.url));
   for (let i = 0; i < 300; i += 1) assert.ok(seen.has(`/public/idle-again-${i}`), `second request ${i} reached the upstream`);
 });
+
+for (const threads of [1, 2]) {
+  test(`connections (5) threads = ${threads}: requests one after the other reuse one pooled upstream connection`, TEST_TIMEOUT, async (t) => {
+    const s = await startStack(t, { config: { extraServer: `threads = ${threads}\n` } });
+    const { port, host } = target(s);
+    const clients = [await openRaw(port), await openRaw(port)];
+    t.after(() => clients.forEach((c) => c.destroy()));
+    for (let i = 0; i < 60; i += 1) {
+      // Alternating client connections, so that each request may be served by another thread than the last.
+      const c = clients[i % 2];
+      c.write(get(host, `/public/pooled-${i}`));
+      const res = await c.response({ timeoutMs: 10_000 });
+      assert.equal(res?.status, 200, `request ${i}: ${res?.status}`);
+    }
+    const seen = s.upstream.requests.filter((r) => r.url.startsWith('/public/pooled-'));
+    assert.equal(seen.length, 60);
+    const connections = new Set(seen.map((r) => r.remotePort));
+    assert.equal(connections.size, 1, `60 sequential requests used ${connections.size} upstream connections`);
+    assert.doesNotMatch(s.passerelle.logs(), /failed to acquire reusable stream/);
+  });
+}

@@ -49,6 +49,8 @@ export async function startUpstream({ answer = jsonEcho } = {}) {
       const record = {
         method: req.method,
         url: req.url,
+        /** the client port of the connection it came on: which pooled connection Passerelle used */
+        remotePort: req.socket.remotePort,
         rawHeaders: [...req.rawHeaders],
         headers: { ...req.headers },
         body,
