@@ -39,6 +39,8 @@ fn main() {
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
     let conf = ServerConf {
         threads,
+        // The same runtime layout as Passerelle (src/server.rs): single-threaded when there is one thread.
+        work_stealing: threads > 1,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
