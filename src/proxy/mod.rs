@@ -177,6 +177,11 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// No downstream modules. pingora's default registers its response-compression module switched off,
+    /// which still builds a module context per request and looks at every request and response header;
+    /// Passerelle compresses nothing.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             request_id: correlation_id(),

@@ -175,7 +175,10 @@ export async function startSentinelSet(t, { masterName = 'passerelle' } = {}) {
 export async function startCluster(t) {
   const nodes = [];
   for (let i = 0; i < 3; i++) {
-    nodes.push(await startRedis(t, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'] }));
+    // The cluster bus gets a port picked like the node's: by default it is the node's + 10000, which may be in
+    // the ephemeral range and taken by an outgoing connection (seen: "bind: Address already in use").
+    const bus = await freePort();
+    nodes.push(await startRedis(t, { args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--cluster-port', String(bus)] }));
   }
   await cli(nodes[0].port, ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-yes']);
   for (const n of nodes) {
