@@ -31,7 +31,8 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// pingora's own keep-alive default: a connection silent this long after its last answer is closed.
+/// How long a connection may stay silent after its last answer before it is closed: pingora's keep-alive
+/// default for a first request (it waits without limit after later ones).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Wraps an HTTP application (the proxy) and serves its HTTP/1.x connections one request at a time.
@@ -90,15 +91,27 @@ async fn wait_for_request(
     mut deadline: Pin<&mut Sleep>,
     shutdown: &mut ShutdownWatch,
 ) -> Wait {
-    if *shutdown.borrow() {
-        return Wait::Idle;
-    }
     deadline.as_mut().reset(Instant::now() + idle);
+    // The read comes first even when shutting down: a request already sent is read and answered (pingora then
+    // closes the connection after it), as in pingora's own loop, rather than reset unread.
     tokio::select! {
         biased;
         wait = poll_fn(|cx| poll_first_bytes(stream, cx)) => wait,
         _ = deadline.as_mut() => Wait::Idle,
-        _ = shutdown.changed() => Wait::Idle,
+        _ = shutting_down(shutdown) => Wait::Idle,
+    }
+}
+
+/// Ready once the server is shutting down (at once if it already is).
+async fn shutting_down(shutdown: &mut ShutdownWatch) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            // No one left to signal a shutdown: never.
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -161,7 +174,7 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let options = self.app.server_options();
-        let plain_h1 = !options.is_some_and(|o| o.h2c)
+        let plain_h1 = !options.is_some_and(|o| o.h2c || o.force_custom)
             && matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1))
             && stream.as_any().is::<PlainStream>();
         if !plain_h1 {
@@ -273,6 +286,31 @@ mod tests {
         let second = wait_for_request(&mut stream, idle, deadline.as_mut(), &mut watch).await;
         assert_eq!(second, Wait::Idle);
         assert!(start.elapsed() >= idle, "idle after {:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_request_already_read_when_shutdown_begins_is_still_served() {
+        let (mut stream, _client) = pair().await;
+        // Bytes already taken from the socket (put back, as the wait does) are readable at once, whatever the
+        // reactor has seen: the read and the shutdown are both ready, and the read must win.
+        stream.rewind(b"POST / HTTP/1.1\r\n");
+        let (tx, watch) = tokio::sync::watch::channel(false);
+        tx.send(true).unwrap();
+        assert_eq!(
+            wait(&mut stream, Duration::from_secs(5), &watch).await,
+            Wait::Request
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_ends_at_once_when_already_shutting_down() {
+        let (mut stream, _client) = pair().await;
+        let (tx, watch) = tokio::sync::watch::channel(false);
+        tx.send(true).unwrap();
+        assert_eq!(
+            wait(&mut stream, Duration::from_secs(3600), &watch).await,
+            Wait::Idle
+        );
     }
 
     #[tokio::test]
