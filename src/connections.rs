@@ -141,13 +141,15 @@ where
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(kept) => kept.apply_to_session(&mut session),
-                // The first request on the connection: pingora's defaults (keep-alive unless shutting down).
-                None => {
-                    let keepalive = (!*shutdown.borrow()).then_some(self.idle_timeout.as_secs());
-                    session.set_keepalive(keepalive);
-                    session.set_keepalive_reuses_remaining(request_limit);
-                }
+                None => session.set_keepalive_reuses_remaining(request_limit),
             }
+            // Keep-alive unless shutting down, with the idle timeout, on every request and not only the first:
+            // pingora waits for each read of a request's headers as long as its keep-alive timeout, which after
+            // the first request is "infinite" (HTTP/1.1's default), so a client that started a request and then
+            // stalled held its session forever. Once the request is read, pingora sets the answer's keep-alive
+            // from the request itself. (Whole seconds: 0 would mean no limit.)
+            let keepalive = (!*shutdown.borrow()).then_some(self.idle_timeout.as_secs().max(1));
+            session.set_keepalive(keepalive);
             // Without pipelining (pingora's default, kept here) a connection is handed back only when no byte
             // of a next request was read with this one, so waiting on the socket above never misses one.
             let Some(reused) = self.app.process_new_http(session, &shutdown).await else {

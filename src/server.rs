@@ -189,7 +189,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         "passerelle".into(),
         LeanConnections::new(
             pingora::proxy::http_proxy(&server.configuration, gateway),
-            crate::connections::IDLE_TIMEOUT,
+            config.server.keepalive_timeout,
         ),
     );
     for addr in &config.server.listen {

@@ -456,6 +456,11 @@ impl Validator<'_> {
             identity_header_prefix,
             allowed_redirect_hosts,
             log_format,
+            keepalive_timeout: self.positive_duration(
+                &raw.keepalive_timeout,
+                "server.keepalive_timeout",
+                crate::connections::IDLE_TIMEOUT,
+            )?,
             upstream_timeout: self.duration(
                 &raw.upstream_timeout,
                 "server.upstream_timeout",

@@ -41,6 +41,7 @@ pub struct RawServer {
     pub allowed_redirect_hosts: Vec<S<String>>,
     pub log_format: Option<S<String>>,
     pub upstream_timeout: Option<S<String>>,
+    pub keepalive_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<usize>>,
     pub windows_paths: Option<S<bool>>,
     pub forward_auth_uri_header: Option<S<String>>,

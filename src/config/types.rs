@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub allowed_redirect_hosts: Vec<HostPattern>,
     pub log_format: LogFormat,
     pub upstream_timeout: Duration,
+    /// How long a client connection may stay silent between requests, and how long each read of a request's
+    /// headers may wait: pingora alone reads the headers of a request after the first without any limit.
+    pub keepalive_timeout: Duration,
     /// Request line plus headers, in bytes; larger requests get 431 before anything else reads them.
     pub max_header_bytes: usize,
     /// How the upstreams read paths: exactly, or the Windows way (IIS, ASP.NET).

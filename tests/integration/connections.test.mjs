@@ -13,6 +13,9 @@
 //   (5) upstream pool with one thread (pingora's single-threaded runtime, src/server.rs) and with two (work
 //                    stealing): 60 requests one after the other reach the upstream over a few pooled connections, and
 //                    pingora never logs that it failed to take a returned connection back from its idle watcher
+//   (6) stalled      with server.keepalive_timeout = "2s": a connection silent after an answer is closed, and so is
+//                    one that sends the start of its next request and stalls (pingora alone waited for the rest
+//                    of such a request forever: a slowloris); a request after a shorter silence is answered
 //
 // Needs target/release/passerelle (or $PASSERELLE_BIN). Run:
 //   node --test --test-reporter=spec tests/integration/connections.test.mjs
@@ -145,3 +148,24 @@ for (const threads of [1, 2]) {
     assert.doesNotMatch(s.passerelle.logs(), /failed to acquire reusable stream/);
   });
 }
+
+test('connections (6) keepalive_timeout: a silent connection and a stalled request are cut off, a short pause is not', TEST_TIMEOUT, async (t) => {
+  const s = await startStack(t, { config: { extraServer: 'keepalive_timeout = "2s"\n' } });
+  const { port, host } = target(s);
+  const [silent, stalled] = [await openRaw(port), await openRaw(port)];
+  t.after(() => [silent, stalled].forEach((c) => c.destroy()));
+  for (const [name, c] of [['silent', silent], ['stalled', stalled]]) {
+    c.write(get(host, `/public/${name}-1`));
+    assert.equal((await c.response({ timeoutMs: 10_000 }))?.status, 200, `${name}: first request`);
+    await silence(500);
+    c.write(get(host, `/public/${name}-2`));
+    assert.equal((await c.response({ timeoutMs: 10_000 }))?.status, 200, `${name}: a request after 0.5 s of silence`);
+  }
+  // The start of a request, then nothing: the headers never end.
+  stalled.write(`GET /public/stalled-3 HTTP/1.1\r\nHost: ${host}\r\n`);
+  // Both are closed without an answer (null), well before the bound; before the fix the stalled one waited forever.
+  const [a, b] = await Promise.all([silent.response({ timeoutMs: 15_000 }), stalled.response({ timeoutMs: 15_000 })]);
+  assert.equal(a, null, 'the silent connection is closed');
+  assert.equal(b, null, 'the stalled request is cut off');
+  assert.ok(!s.upstream.requests.some((r) => r.url === '/public/stalled-3'), 'the stalled request never reached the upstream');
+});
