@@ -66,19 +66,26 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
     if policy == CachePolicy::Upstream {
         return;
     }
-    // What most apps send: no cache header at all. The answer is then fixed, without parsing anything.
-    if !response.headers.contains_key(http::header::CACHE_CONTROL)
-        && !response.headers.contains_key(http::header::VARY)
-    {
+    let no_store = if response.headers.contains_key(http::header::CACHE_CONTROL) {
+        make_cache_control_private(response)
+    } else {
+        // What most apps send: no cache header at all, nothing to parse.
         let _ = response.insert_header(
             http::header::CACHE_CONTROL,
             http::HeaderValue::from_static("private"),
         );
-        let _ =
-            response.insert_header(http::header::VARY, http::HeaderValue::from_static("Cookie"));
-        remove_cdn_cache_headers(response);
-        return;
+        false
+    };
+    // A response no cache may store needs no cache key.
+    if !no_store {
+        add_vary_cookie(response);
     }
+    remove_cdn_cache_headers(response);
+}
+
+/// Rewrites the app's `Cache-Control` so that shared caches may not keep the response; returns whether it
+/// says `no-store`.
+fn make_cache_control_private(response: &mut ResponseHeader) -> bool {
     let directives = comma_list(response, http::header::CACHE_CONTROL);
     let kept: Vec<&str> = directives
         .iter()
@@ -97,11 +104,7 @@ pub fn keep_private(response: &mut ResponseHeader, policy: CachePolicy) {
             .join(", ");
         let _ = response.insert_header(http::header::CACHE_CONTROL, value);
     }
-    // A response no cache may store needs no cache key.
-    if !kept.iter().any(|d| directive_is(d, &["no-store"])) {
-        add_vary_cookie(response);
-    }
-    remove_cdn_cache_headers(response);
+    kept.iter().any(|d| directive_is(d, &["no-store"]))
 }
 
 /// Whether a `Cache-Control` directive (`name` or `name=value`) is one of `names`, in any case.
@@ -127,6 +130,11 @@ fn comma_list(response: &ResponseHeader, name: http::HeaderName) -> Vec<String> 
 }
 
 fn add_vary_cookie(response: &mut ResponseHeader) {
+    if !response.headers.contains_key(http::header::VARY) {
+        let _ =
+            response.insert_header(http::header::VARY, http::HeaderValue::from_static("Cookie"));
+        return;
+    }
     let values = comma_list(response, http::header::VARY);
     if values
         .iter()

@@ -326,6 +326,8 @@ pub fn present_chunks(cookies: &[(String, String)], base: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn cookie_pairs_are_what_split_gives() {
         for line in [
@@ -343,8 +345,6 @@ mod tests {
             assert_eq!(ours, split, "{:?}", String::from_utf8_lossy(line));
         }
     }
-
-    use super::*;
 
     fn jar(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
