@@ -21,13 +21,13 @@ pub enum Refusal {
 }
 
 pub fn decide(route: &RouteConfig, session: &Session) -> Result<(), Refusal> {
-    let missing: Vec<&String> = route
+    let mut missing = route
         .scopes
         .iter()
         .filter(|s| !session.scopes.contains(*s))
-        .collect();
-    if !missing.is_empty() {
-        return Err(if missing.iter().all(|s| session.requested.contains(*s)) {
+        .peekable();
+    if missing.peek().is_some() {
+        return Err(if missing.all(|s| session.requested.contains(s)) {
             Refusal::Insufficient
         } else {
             Refusal::StepUp

@@ -66,8 +66,39 @@ pub struct Ctx {
 /// client's for each attempt (a retry on a stale keep-alive connection, a failover in a pool), so this
 /// is kept, not consumed, and applied to every one of them.
 struct Forward {
-    uri: http::Uri,
+    /// `None` when the target as received is already the normalised one: pingora's copy goes as it is.
+    uri: Option<http::Uri>,
     host: http::HeaderValue,
+    /// The received `Host` is not already `host`, byte for byte.
+    rewrite_host: bool,
+}
+
+impl Forward {
+    /// What the upstream gets in place of the received target and `Host`. Most requests arrive in the
+    /// normalised form already; for them nothing is parsed, formatted or inserted again. `None` if the
+    /// normalised form cannot be written (it always can).
+    fn new(info: &RequestInfo, req: &RequestHeader) -> Option<Forward> {
+        let uri = match info.target_is_normalised(req) {
+            true => None,
+            false => Some(info.return_to().parse::<http::Uri>().ok()?),
+        };
+        let received = req
+            .headers
+            .get(http::header::HOST)
+            .filter(|h| info.authority.is_spelled(h.as_bytes()));
+        let (host, rewrite_host) = match received {
+            Some(host) => (host.clone(), false),
+            None => (
+                http::HeaderValue::from_str(&info.authority.to_string()).ok()?,
+                true,
+            ),
+        };
+        Some(Forward {
+            uri,
+            host,
+            rewrite_host,
+        })
+    }
 }
 
 /// 12 base64url characters: short enough to read over the phone to support, random enough to be unique.
@@ -262,11 +293,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.index);
-        let target = info.return_to();
-        let (Ok(uri), Ok(host)) = (
-            target.parse::<http::Uri>(),
-            http::HeaderValue::from_str(&info.authority.to_string()),
-        ) else {
+        let Some(forward) = Forward::new(&info, session.req_header()) else {
             // Normalised paths and hosts always parse; if one ever did not, nothing goes upstream.
             tracing::warn!(request_id = %ctx.request_id, "normalised request cannot be written upstream");
             let page = pages::error_page(
@@ -279,7 +306,7 @@ impl ProxyHttp for Gateway {
             Reply::html(400, page).send(session).await?;
             return Ok(true);
         };
-        ctx.forward = Some(Forward { uri, host });
+        ctx.forward = Some(forward);
         if route.auth == AuthMode::Public
             || (route.cors_allow_preflight && is_cors_preflight(session.req_header()))
         {
@@ -387,17 +414,17 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let spoofable: Vec<http::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|name| {
-                self.identity_filter.is_identity(name.as_str())
-                    || (!ctx.trusted_peer && is_forwarding_header(name.as_str()))
-            })
-            .cloned()
-            .collect();
-        for name in spoofable {
-            upstream.remove_header(&name);
+        let spoofable = |name: &&http::HeaderName| {
+            self.identity_filter.is_identity(name.as_str())
+                || (!ctx.trusted_peer && is_forwarding_header(name.as_str()))
+        };
+        // Most requests carry none: then nothing is collected.
+        if upstream.headers.keys().any(|name| spoofable(&name)) {
+            let names: Vec<http::HeaderName> =
+                upstream.headers.keys().filter(spoofable).cloned().collect();
+            for name in names {
+                upstream.remove_header(&name);
+            }
         }
         self.strip_own_cookies(upstream);
         let Some(forward) = ctx.forward.as_ref() else {
@@ -406,8 +433,12 @@ impl ProxyHttp for Gateway {
                 "no access decision for this request",
             ));
         };
-        upstream.set_uri(forward.uri.clone());
-        upstream.insert_header(http::header::HOST, forward.host.clone())?;
+        if let Some(uri) = &forward.uri {
+            upstream.set_uri(uri.clone());
+        }
+        if forward.rewrite_host {
+            upstream.insert_header(http::header::HOST, forward.host.clone())?;
+        }
         self.set_forwarding_headers(upstream, ctx, &forward.host)?;
         let (Some(index), Some(session)) = (ctx.route, ctx.session.as_ref()) else {
             return Ok(());
@@ -567,23 +598,22 @@ impl Gateway {
     ) -> pingora::Result<()> {
         // The host routed on, whoever named it: the app never sees another spelling of it.
         upstream.insert_header("X-Forwarded-Host", host.clone())?;
-        let peer = ctx.peer.map(|ip| ip.to_string());
         if ctx.trusted_peer {
-            if let Some(peer) = peer {
+            if let Some(peer) = ctx.peer {
                 let chain = match upstream
                     .headers
                     .get("x-forwarded-for")
                     .and_then(|v| v.to_str().ok())
                 {
                     Some(existing) => format!("{existing}, {peer}"),
-                    None => peer,
+                    None => peer.to_string(),
                 };
                 upstream.insert_header("X-Forwarded-For", chain)?;
             }
             return Ok(());
         }
-        if let Some(peer) = peer {
-            upstream.insert_header("X-Forwarded-For", peer)?;
+        if let Some(peer) = ctx.peer {
+            upstream.insert_header("X-Forwarded-For", ip_header_value(peer))?;
         }
         upstream.insert_header(
             "X-Forwarded-Proto",
@@ -616,6 +646,35 @@ impl Gateway {
     }
 }
 
+/// An address as `X-Forwarded-For` carries it. IPv4, on every proxied request, is written by hand: the
+/// `Display` of `Ipv4Addr` goes through the formatting machinery, ten times the work.
+fn ip_header_value(ip: std::net::IpAddr) -> http::HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return http::HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    http::HeaderValue::from_bytes(&text[..len])
+        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+}
+
 /// A CORS preflight: OPTIONS with `Origin` and `Access-Control-Request-Method`. A bare OPTIONS is not
 /// one, so `cors_allow_preflight` cannot be used to reach an application's OPTIONS handler anonymously.
 fn is_cors_preflight(req: &RequestHeader) -> bool {
@@ -624,4 +683,23 @@ fn is_cors_preflight(req: &RequestHeader) -> bool {
         && req
             .headers
             .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let octets = [0u8, 1, 9, 10, 42, 99, 100, 101, 109, 110, 199, 200, 255];
+        for a in octets {
+            for b in octets {
+                let ip = IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, b / 2));
+                assert_eq!(ip_header_value(ip).as_bytes(), ip.to_string().as_bytes());
+            }
+        }
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        assert_eq!(ip_header_value(v6).as_bytes(), b"2001:db8::1");
+    }
 }

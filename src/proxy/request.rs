@@ -51,6 +51,11 @@ impl Refused {
     }
 }
 
+// Looked up by name already parsed: a `&str` name is parsed again on every lookup.
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+const X_REQUESTED_WITH: http::HeaderName = http::HeaderName::from_static("x-requested-with");
+
 pub struct RequestInfo {
     pub peer: Option<IpAddr>,
     /// The peer is a configured trusted proxy: its X-Forwarded-* headers are believed.
@@ -83,7 +88,7 @@ impl RequestInfo {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let trusted = peer.is_some_and(|ip| server.is_trusted_proxy(ip));
-        let header = |name: &str| {
+        let header = |name: &http::HeaderName| {
             req.headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
@@ -92,7 +97,7 @@ impl RequestInfo {
         let authority = read_authority(req, server, trusted)?;
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let forwarded_proto = if trusted {
-            header("x-forwarded-proto").map(|p| p.eq_ignore_ascii_case("https"))
+            header(&X_FORWARDED_PROTO).map(|p| p.eq_ignore_ascii_case("https"))
         } else {
             None
         };
@@ -109,10 +114,10 @@ impl RequestInfo {
             None => None,
         };
         let method = &req.method;
-        let fetch_mode = header("sec-fetch-mode");
-        let accepts_html = header("accept").is_some_and(|a| a.contains("text/html"));
+        let fetch_mode = header(&SEC_FETCH_MODE);
+        let accepts_html = header(&http::header::ACCEPT).is_some_and(|a| a.contains("text/html"));
         let xhr =
-            header("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest"));
+            header(&X_REQUESTED_WITH).is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest"));
         let navigation = (method == http::Method::GET || method == http::Method::HEAD)
             && !xhr
             && match fetch_mode {
@@ -144,6 +149,26 @@ impl RequestInfo {
             Some(q) => format!("{}?{}", self.path.forward, q),
             None => self.path.forward.clone(),
         }
+    }
+
+    /// Whether the target as received is already `path?query` in normalised form, in the text pingora
+    /// writes upstream and in its parsed URI alike: then it is sent as it is, byte for byte what
+    /// rewriting it would send. An absolute-form target never is (it carries an authority).
+    pub fn target_is_normalised(&self, req: &RequestHeader) -> bool {
+        let raw = req.raw_path();
+        let Some(rest) = raw.strip_prefix(self.path.forward.as_bytes()) else {
+            return false;
+        };
+        let same_query = match &self.query {
+            None => rest.is_empty(),
+            Some(q) => rest.first() == Some(&b'?') && &rest[1..] == q.as_bytes(),
+        };
+        same_query
+            && req.uri.authority().is_none()
+            && req
+                .uri
+                .path_and_query()
+                .is_some_and(|pq| pq.as_str().as_bytes() == raw)
     }
 
     /// `scheme://authority` of this request, used when no public_url is configured.

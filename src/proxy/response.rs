@@ -40,6 +40,13 @@ fn is_cdn_cache_header(name: &str) -> bool {
 }
 
 fn remove_cdn_cache_headers(response: &mut ResponseHeader) {
+    if !response
+        .headers
+        .keys()
+        .any(|n| is_cdn_cache_header(n.as_str()))
+    {
+        return;
+    }
     let names: Vec<http::HeaderName> = response
         .headers
         .keys()

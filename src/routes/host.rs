@@ -43,6 +43,27 @@ impl Authority {
         self.port
     }
 
+    /// Whether `raw` is this authority written exactly as `Display` writes it, so that a received `Host`
+    /// can be sent on as it is instead of being formatted again.
+    pub fn is_spelled(&self, raw: &[u8]) -> bool {
+        let Some(rest) = raw.strip_prefix(self.host.as_bytes()) else {
+            return false;
+        };
+        match (self.port, rest.split_first()) {
+            (None, None) => true,
+            (Some(port), Some((b':', digits))) => {
+                digits.first().is_some_and(|d| *d != b'0')
+                    && digits.len() <= 5
+                    && digits.iter().all(u8::is_ascii_digit)
+                    && std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|d| d.parse::<u16>().ok())
+                        == Some(port)
+            }
+            _ => false,
+        }
+    }
+
     /// Reads an authority (`Host` value, absolute-form authority, `X-Forwarded-Host` value).
     pub fn parse(raw: &[u8]) -> Result<Authority, HostError> {
         let text = std::str::from_utf8(raw).map_err(|_| HostError::ForbiddenByte)?;
@@ -100,10 +121,12 @@ fn parse_port(text: &str) -> Result<u16, HostError> {
 /// Normalises a host name (no port): one trailing dot dropped, IDNA to punycode, lower case. Also used
 /// for the `host` of routes in the configuration, so both sides of a comparison have the same form.
 pub fn normalise_host_name(name: &str) -> Result<String, HostError> {
-    if name
-        .bytes()
-        .any(|b| b <= 0x20 || b == 0x7f || b"/\\@%:[]#?".contains(&b))
-    {
+    if name.bytes().any(|b| {
+        matches!(
+            b,
+            0..=0x20 | 0x7f | b'/' | b'\\' | b'@' | b'%' | b':' | b'[' | b']' | b'#' | b'?'
+        )
+    }) {
         return Err(HostError::ForbiddenByte);
     }
     if name.is_empty() || name == "." {
@@ -192,6 +215,41 @@ mod tests {
         }
         let a = Authority::parse(b"b.example.:8080").unwrap();
         assert_eq!((a.host(), a.port()), ("b.example", Some(8080)));
+    }
+
+    #[test]
+    fn an_authority_is_spelled_only_as_it_is_displayed() {
+        for raw in [
+            "b.example",
+            "B.EXAMPLE",
+            "b.example.",
+            "b.example:8080",
+            "b.example:08080",
+            "b.example.:8080",
+            " b.example",
+            "127.0.0.1:8080",
+            "127.000.0.1",
+            "[::1]:443",
+            "[0:0::1]",
+            "bücher.example",
+        ] {
+            let a = Authority::parse(raw.as_bytes()).unwrap();
+            assert_eq!(a.is_spelled(raw.as_bytes()), a.to_string() == raw, "{raw}");
+            assert!(a.is_spelled(a.to_string().as_bytes()), "{raw}");
+        }
+        let a = Authority::parse(b"b.example:8080").unwrap();
+        for other in [
+            "b.example",
+            "b.example:80",
+            "b.example:8081",
+            "b.example:80800",
+            "b.examplex:8080",
+        ] {
+            assert!(!a.is_spelled(other.as_bytes()), "{other}");
+        }
+        assert!(!Authority::parse(b"b.example")
+            .unwrap()
+            .is_spelled(b"b.example:80"));
     }
 
     #[test]

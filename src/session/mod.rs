@@ -47,7 +47,10 @@ pub struct SessionManager {
     /// Decoded sessions keyed by a digest of the cookie text: skips decryption and JSON parsing on hot
     /// paths. Bounded in count and lifetime; timeouts are still checked on every request.
     /// Keyed by the cookie text itself: a lookup compares the whole value, so no two cookies can share an entry.
-    cache: moka::sync::Cache<String, Arc<Session>>,
+    /// Keyed by the whole cookie text, hashed with aHash (seeded at random per process): SipHash spent
+    /// more on these kilobyte keys than the rest of the lookup. Only decrypted cookies are inserted, so
+    /// a client cannot choose the keys.
+    cache: moka::sync::Cache<String, Arc<Session>, ahash::RandomState>,
     /// `__Host-<cookie_name>`, computed once: the name is looked up on every request.
     secure_name: String,
     /// Redis, when `[session.redis]` is set: the store, or the revocation set of cookie sessions.
@@ -102,7 +105,7 @@ impl SessionManager {
             .max_capacity(SESSION_CACHE_BYTES)
             .weigher(|cookie: &String, _session: &Arc<Session>| cache_weight(cookie))
             .time_to_live(Duration::from_secs(300))
-            .build();
+            .build_with_hasher(ahash::RandomState::new());
         let secure_name = format!("__Host-{}", config.cookie_name);
         let stored = moka::sync::Cache::builder()
             .max_capacity(SESSION_CACHE_BYTES)
