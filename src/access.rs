@@ -125,6 +125,7 @@ mod tests {
             require: rules,
             hints: Default::default(),
             cors_allow_preflight: false,
+            purpose: None,
             cache: Default::default(),
         }
     }

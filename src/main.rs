@@ -42,6 +42,15 @@ enum Command {
     },
     /// Print a fresh session key (32 random bytes, base64).
     Keygen,
+    /// Print the register of processing: for each route, the app it protects, its purpose, and every
+    /// claim its app receives under which header name (Markdown, or JSON with --json).
+    Register {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
     /// List or revoke server-side sessions, through the admin listener's session API (needs
     /// `server.admin_listen`, `server.admin_token` and `[session.redis]`).
     Sessions {
@@ -87,10 +96,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         (Some(Command::Check { config, online }), _) => check(&config, online),
+        (Some(Command::Register { config, json }), _) => register(&config, json),
         (Some(Command::Sessions { action }), _) => sessions(action),
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (None, None) => {
-            eprintln!("usage: passerelle run --config FILE   (or: passerelle check --config FILE, passerelle keygen)");
+            eprintln!("usage: passerelle run --config FILE   (or: passerelle check --config FILE, passerelle register --config FILE, passerelle keygen)");
             ExitCode::from(2)
         }
     }
@@ -108,37 +118,59 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let sheets = passerelle::registration::Sheet::all(&config);
+    let mut failures = 0usize;
+    let mut fail = |message: &dyn std::fmt::Display| {
+        eprintln!("error: {}: {message}", path.display());
+        failures += 1;
+    };
     if online {
         passerelle::logging::init(config.server.log_format);
-        if let Err(e) = passerelle::upstream::resolve_all(&config.routes) {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::from(1);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        for sheet in &sheets {
+            let found = runtime.block_on(passerelle::online::check_provider(&config, sheet));
+            for hop in &found.unreachable {
+                fail(hop);
+            }
+            for mismatch in &found.mismatches {
+                fail(mismatch);
+            }
+            for note in &found.notes {
+                println!("note: {note}");
+            }
+            if found.unreachable.is_empty() && found.mismatches.is_empty() {
+                let via = match &sheet.provider.egress_proxy {
+                    Some(proxy) => format!(" through egress proxy {proxy}"),
+                    None => String::new(),
+                };
+                println!(
+                    "provider `{}`: discovery and keys reached{via}; they agree with the configuration",
+                    sheet.provider.name
+                );
+            }
         }
-        if let Err(e) = passerelle::server::preflight(&config) {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
+        for hop in runtime.block_on(passerelle::online::check_upstreams(&config)) {
+            fail(&hop);
         }
         if let Some(redis) = &config.session.redis {
             match describe_redis(redis, &config.session) {
                 Ok(found) => println!("session store: {found}"),
-                Err(e) => {
-                    eprintln!("error: {}: session.redis: {e}", path.display());
-                    return ExitCode::from(1);
-                }
+                Err(e) => fail(&format!("session.redis: {e}")),
             }
         }
     }
-    let providers: Vec<String> = config
-        .providers
-        .iter()
-        .map(|p| format!("{} ({}, {})", p.name, p.kind.label(), p.issuer))
-        .collect();
-    println!(
-        "{}: OK — {} route(s), provider(s): {}",
-        path.display(),
-        config.routes.len(),
-        providers.join(", ")
-    );
+    for sheet in &sheets {
+        print!("{}", sheet.render());
+    }
     let origin = config
         .server
         .public_url
@@ -151,6 +183,37 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
     );
     if config.session.redis.is_none() {
         println!("sessions: in cookies only; logout ends the browser's copy (set [session.redis] to revoke on every replica)");
+    }
+    if failures > 0 {
+        eprintln!(
+            "{}: {failures} problem(s) found: not ready to serve",
+            path.display()
+        );
+        return ExitCode::from(1);
+    }
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| format!("{} ({}, {})", p.name, p.kind.label(), p.issuer))
+        .collect();
+    println!(
+        "{}: OK — {} route(s), provider(s): {}",
+        path.display(),
+        config.routes.len(),
+        providers.join(", ")
+    );
+    ExitCode::SUCCESS
+}
+
+fn register(path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let register = passerelle::register::Register::new(&config, &path.display().to_string());
+    match json {
+        true => println!("{}", register.to_json()),
+        false => print!("{}", register.to_markdown()),
     }
     ExitCode::SUCCESS
 }

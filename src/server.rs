@@ -58,7 +58,10 @@ pub fn preflight(config: &Config) -> Result<(), StartError> {
             match provider.discover().await {
                 Ok(()) => tracing::info!(provider = %p.name, issuer = %p.issuer, "provider discovered"),
                 Err(e @ LoginError::IssuerMismatch { .. }) => return Err(StartError::Provider { provider: p.name.clone(), source: e }),
-                Err(e) => tracing::warn!(provider = %p.name, error = %e, "provider not reachable yet; will retry at the first login"),
+                Err(e) => match &p.egress_proxy {
+                    Some(proxy) => tracing::warn!(provider = %p.name, egress_proxy = %proxy, error = %e, "provider not reachable through its egress proxy yet; will retry at the first login (`check --online` says which hop fails)"),
+                    None => tracing::warn!(provider = %p.name, error = %e, "provider not reachable yet; will retry at the first login (`check --online` says which hop fails)"),
+                },
             }
         }
         Ok(())

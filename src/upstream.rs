@@ -119,7 +119,7 @@ pub fn resolve_all(routes: &[RouteConfig]) -> Result<(), ResolveError> {
     Ok(())
 }
 
-fn resolve(route: usize, target: &UpstreamTarget) -> Result<SocketAddr, ResolveError> {
+pub fn resolve(route: usize, target: &UpstreamTarget) -> Result<SocketAddr, ResolveError> {
     let address = target.address();
     let err = |reason: String| ResolveError {
         route,

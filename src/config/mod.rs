@@ -351,7 +351,17 @@ impl Validator<'_> {
                         format!("`{text}` is not a header-name prefix like \"X-Auth-\""),
                     );
                 }
-                text.to_ascii_lowercase().replace('_', "-")
+                let prefix = text.to_ascii_lowercase().replace('_', "-");
+                if let Some(header) = reserved_header_with_prefix(&prefix) {
+                    return self.err(
+                        p.span(),
+                        "server.identity_header_prefix",
+                        format!(
+                            "`{text}` would strip `{header}` from every request: choose a prefix like \"X-Auth-\""
+                        ),
+                    );
+                }
+                prefix
             }
             None => "x-auth-".to_string(),
         };
@@ -682,24 +692,34 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Headers that frame the HTTP exchange or carry credentials: never an identity header.
+const RESERVED_HEADERS: [&str; 14] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",
+    "content-type",
+];
+
 pub(crate) fn is_reserved_header(lower: &str) -> bool {
-    matches!(
-        lower,
-        "host"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "cookie"
-            | "set-cookie"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "expect"
-            | "content-type"
-    )
+    RESERVED_HEADERS.contains(&lower)
+}
+
+/// The reserved header an identity prefix would strip from every request, if any: a prefix such
+/// as `"ho"` would take `Host` away from the upstream.
+fn reserved_header_with_prefix(lower_prefix: &str) -> Option<&'static str> {
+    RESERVED_HEADERS
+        .iter()
+        .copied()
+        .find(|h| h.starts_with(lower_prefix))
 }
 
 /// Parses `http://host:port` or `https://host[:port]`.

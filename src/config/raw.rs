@@ -173,6 +173,7 @@ pub struct RawRoute {
     pub siret_hint: Option<S<String>>,
     pub cors_allow_preflight: Option<S<bool>>,
     pub cache: Option<S<String>>,
+    pub purpose: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -179,7 +179,14 @@ impl Validator<'_> {
                 )
             }
         };
+        let purpose = match &raw.purpose {
+            Some(p) => {
+                Some(purpose(p.get_ref()).or_else(|m| self.err(p.span(), key("purpose"), m))?)
+            }
+            None => None,
+        };
         Ok(RouteConfig {
+            purpose,
             cache,
             index,
             host,
@@ -266,4 +273,25 @@ impl Validator<'_> {
             )?,
         })
     }
+}
+
+/// A route's purpose: one line of plain text, as it will appear in the register.
+fn purpose(text: &str) -> Result<String, String> {
+    const MAX: usize = 500;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(
+            "empty: say in one sentence why this app receives these claims, or remove the key"
+                .into(),
+        );
+    }
+    if text.chars().any(char::is_control) {
+        return Err("one line of text, without control characters or line breaks".into());
+    }
+    if text.chars().count() > MAX {
+        return Err(format!(
+            "longer than {MAX} characters: keep the details in the register itself"
+        ));
+    }
+    Ok(text.to_string())
 }

@@ -395,3 +395,23 @@ fn the_admin_token_needs_the_admin_listener_redis_and_length() {
     let c = parse(&format!("{}{redis}", server(long, true)), "test.toml").unwrap();
     assert!(c.server.admin_token.is_some());
 }
+
+#[test]
+fn an_identity_prefix_that_would_strip_a_reserved_header_is_refused() {
+    for prefix in ["Host", "hos", "Content-", "conn", "Cookie", "TRANS"] {
+        let text = format!("[server]\nidentity_header_prefix = \"{prefix}\"\n{BASE}");
+        let e = err(&text);
+        assert!(
+            e.contains("test.toml:2: server.identity_header_prefix") && e.contains("would strip"),
+            "{prefix}: {e}"
+        );
+    }
+    let text = format!("[server]\nidentity_header_prefix = \"X-Agent-\"\n{BASE}");
+    assert_eq!(
+        parse(&text, "test.toml")
+            .unwrap()
+            .server
+            .identity_header_prefix,
+        "x-agent-"
+    );
+}

@@ -462,4 +462,7 @@ pub struct RouteConfig {
     /// API called from another origin could not be reached otherwise. They carry no identity.
     pub cors_allow_preflight: bool,
     pub cache: CachePolicy,
+    /// Why this route receives what it receives, in the words of the register of processing
+    /// (`passerelle register`): kept next to the rule that enforces it, so the two cannot drift.
+    pub purpose: Option<String>,
 }

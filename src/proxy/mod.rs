@@ -68,9 +68,8 @@ pub struct Ctx {
 struct Forward {
     /// `None` when the target as received is already the normalised one: pingora's copy goes as it is.
     uri: Option<http::Uri>,
+    /// The received `Host` when it is already spelled in normal form, else the normal form.
     host: http::HeaderValue,
-    /// The received `Host` is not already `host`, byte for byte.
-    rewrite_host: bool,
 }
 
 impl Forward {
@@ -86,18 +85,11 @@ impl Forward {
             .headers
             .get(http::header::HOST)
             .filter(|h| info.authority.is_spelled(h.as_bytes()));
-        let (host, rewrite_host) = match received {
-            Some(host) => (host.clone(), false),
-            None => (
-                http::HeaderValue::from_str(&info.authority.to_string()).ok()?,
-                true,
-            ),
+        let host = match received {
+            Some(host) => host.clone(),
+            None => http::HeaderValue::from_str(&info.authority.to_string()).ok()?,
         };
-        Some(Forward {
-            uri,
-            host,
-            rewrite_host,
-        })
+        Some(Forward { uri, host })
     }
 }
 
@@ -436,7 +428,8 @@ impl ProxyHttp for Gateway {
         if let Some(uri) = &forward.uri {
             upstream.set_uri(uri.clone());
         }
-        if forward.rewrite_host {
+        // Compared, not assumed: the received `Host` may differ in spelling, or have been stripped above.
+        if upstream.headers.get(http::header::HOST) != Some(&forward.host) {
             upstream.insert_header(http::header::HOST, forward.host.clone())?;
         }
         self.set_forwarding_headers(upstream, ctx, &forward.host)?;

@@ -146,6 +146,7 @@ mod tests {
             require: Default::default(),
             hints: Default::default(),
             cors_allow_preflight: false,
+            purpose: None,
             cache: Default::default(),
         }
     }
