@@ -32,6 +32,9 @@ pub struct Metrics {
     pub upstream_cookies_removed: AtomicU64,
     /// Forward-auth requests refused because the original URI could not be read with certainty.
     pub forward_auth_refused: AtomicU64,
+    /// SIGHUP reloads applied, and refused (the running configuration kept).
+    pub config_reloads: AtomicU64,
+    pub config_reload_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -90,6 +93,16 @@ impl Metrics {
                 "passerelle_forward_auth_refused_total",
                 "Forward-auth requests answered 400: untrusted peer, original URI missing, repeated, unreadable or given in another header too.",
                 &self.forward_auth_refused,
+            ),
+            line(
+                "passerelle_config_reloads_total",
+                "Configuration reloads (SIGHUP) applied.",
+                &self.config_reloads,
+            ),
+            line(
+                "passerelle_config_reload_failures_total",
+                "Configuration reloads (SIGHUP) refused: the file did not validate; the running configuration was kept.",
+                &self.config_reload_failures,
             ),
             labelled(
                 "passerelle_requests_refused_total",

@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod register;
 pub mod registration;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod session;

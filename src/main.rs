@@ -344,7 +344,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         return ExitCode::from(1);
     }
     let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
-    let server = match passerelle::server::build(config) {
+    let server = match passerelle::server::build(config, Some(path.to_path_buf())) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

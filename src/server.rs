@@ -7,7 +7,7 @@ use crate::connections::LeanConnections;
 use crate::dev::{DevKeyError, DevProvider, Echo};
 use crate::identity::IdentityHeaderFilter;
 use crate::oidc::{LoginError, Provider};
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Passerelle};
 use crate::routes::RouteTable;
 use crate::session::SessionManager;
 use crate::upstream::{ResolveError, Upstream};
@@ -18,6 +18,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,8 @@ impl pingora::services::background::BackgroundService for RevocationListener {
     }
 }
 
-pub fn build(config: Config) -> Result<Server, StartError> {
+/// The server for `config`; with `config_path`, SIGHUP reloads that file (src/reload.rs).
+pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
     let config = Arc::new(config);
     let server_conf = ServerConf {
         threads: config.server.threads,
@@ -166,32 +168,22 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         server.add_service(service);
     }
 
-    let providers: BTreeMap<String, Arc<Provider>> = config
-        .providers
-        .iter()
-        .map(|p| (p.name.clone(), Arc::new(Provider::new(p.clone()))))
-        .collect();
-    let header_names = config
-        .routes
-        .iter()
-        .flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str().to_string()));
-    let gateway = Gateway {
-        routes: RouteTable::new(config.routes.clone(), config.server.path_reading),
-        providers,
+    let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation(
+        config.clone(),
         sessions,
-        identity_filter: IdentityHeaderFilter::new(
-            &config.server.identity_header_prefix,
-            header_names,
-        ),
         upstreams,
-        metrics,
-        own_cookies: crate::session::cookies::OwnCookieNames::new(&config.session.cookie_name),
-        config: config.clone(),
-    };
+        metrics.clone(),
+    )));
+    if let Some(path) = config_path {
+        server.add_service(background_service(
+            "configuration reload",
+            crate::reload::Reloader::new(path, current.clone(), metrics),
+        ));
+    }
     let mut proxy = Service::new(
         "passerelle".into(),
         LeanConnections::new(
-            pingora::proxy::http_proxy(&server.configuration, gateway),
+            pingora::proxy::http_proxy(&server.configuration, Passerelle::new(current)),
             config.server.keepalive_timeout,
         ),
     );
@@ -210,4 +202,36 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     }
     server.add_service(proxy);
     Ok(server)
+}
+
+/// One configuration generation: what the proxy decides and forwards with, from `config`, the sessions
+/// and the upstreams built for it. The start builds the first; each reload the next.
+pub(crate) fn generation(
+    config: Arc<Config>,
+    sessions: SessionManager,
+    upstreams: Vec<Upstream>,
+    metrics: Arc<Metrics>,
+) -> Gateway {
+    let providers: BTreeMap<String, Arc<Provider>> = config
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), Arc::new(Provider::new(p.clone()))))
+        .collect();
+    let header_names = config
+        .routes
+        .iter()
+        .flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str().to_string()));
+    Gateway {
+        routes: RouteTable::new(config.routes.clone(), config.server.path_reading),
+        providers,
+        sessions,
+        identity_filter: IdentityHeaderFilter::new(
+            &config.server.identity_header_prefix,
+            header_names,
+        ),
+        upstreams,
+        metrics,
+        own_cookies: crate::session::cookies::OwnCookieNames::new(&config.session.cookie_name),
+        config,
+    }
 }

@@ -29,7 +29,19 @@ pub enum Upstream {
         lb: Arc<LoadBalancer<RoundRobin>>,
         tls: bool,
         sni: String,
+        /// Health checks started by a reload, ended with the last generation using the pool. `None`
+        /// for the pools of the start, whose checks are pingora background services.
+        checks: Option<Arc<HealthChecks>>,
     },
+}
+
+/// Ends a pool's health checks when dropped.
+pub struct HealthChecks(tokio::sync::watch::Sender<bool>);
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// A pool's load balancer before its health checks are started by the server.
@@ -86,7 +98,33 @@ impl Upstream {
     }
 
     pub fn pool(lb: Arc<LoadBalancer<RoundRobin>>, tls: bool, sni: String) -> Self {
-        Upstream::Pool { lb, tls, sni }
+        Upstream::Pool {
+            lb,
+            tls,
+            sni,
+            checks: None,
+        }
+    }
+
+    /// A pool for a reloaded configuration, on the running server: its members discovered and
+    /// health-checked once before it serves, so a member that is down is not tried first, then checked
+    /// in the background for as long as a generation uses it.
+    pub async fn start_pool(pending: PendingPool) -> Self {
+        use pingora::services::background::BackgroundService;
+        let lb = Arc::new(pending.lb);
+        if let Err(e) = lb.update().await {
+            tracing::warn!(error = %e, "upstream pool discovery failed");
+        }
+        lb.backends().run_health_check(false).await;
+        let (stop, watch) = tokio::sync::watch::channel(false);
+        let task = lb.clone();
+        tokio::spawn(async move { task.start(watch).await });
+        Upstream::Pool {
+            lb,
+            tls: pending.tls,
+            sni: pending.sni,
+            checks: Some(Arc::new(HealthChecks(stop))),
+        }
     }
 
     pub fn is_pool(&self) -> bool {
@@ -96,7 +134,7 @@ impl Upstream {
     pub fn peer(&self, timeout: Duration) -> Option<HttpPeer> {
         let (addr, tls, sni) = match self {
             Upstream::Single { addr, tls, sni } => (*addr, *tls, sni),
-            Upstream::Pool { lb, tls, sni } => {
+            Upstream::Pool { lb, tls, sni, .. } => {
                 (lb.select(b"", 256)?.addr.as_inet()?.to_owned(), *tls, sni)
             }
         };

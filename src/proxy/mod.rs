@@ -11,9 +11,11 @@ mod forward_auth;
 mod request;
 mod respond;
 mod response;
+mod service;
 
 pub use request::{Refused, RequestInfo};
 pub use respond::Reply;
+pub use service::Passerelle;
 
 use crate::access::{self, Refusal};
 use crate::admin::Metrics;
@@ -25,15 +27,15 @@ use crate::routes::RouteTable;
 use crate::session::cookies::OwnCookieNames;
 use crate::session::{now, CookieSpec, Session, SessionManager, SessionState};
 use crate::upstream::Upstream;
-use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{FailToProxy, ProxyHttp, Session as HttpSession};
+use pingora::proxy::{FailToProxy, Session as HttpSession};
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Everything the proxy needs, built once from the configuration.
+/// Everything the proxy needs, built from one configuration: one generation. A reload builds the next
+/// and swaps it in; requests in flight finish on the one they started with.
 pub struct Gateway {
     pub config: Arc<Config>,
     pub routes: RouteTable,
@@ -51,6 +53,9 @@ pub struct Gateway {
 #[derive(Default)]
 pub struct Ctx {
     pub request_id: String,
+    /// The configuration generation this request started on: every phase of it, retries included,
+    /// uses this one, whatever a reload swaps in meanwhile.
+    gateway: Option<Arc<Gateway>>,
     route: Option<usize>,
     /// The request the access decision was taken on; every attempt upstream carries exactly this.
     forward: Option<Forward>,
@@ -196,25 +201,11 @@ impl Gateway {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
-
-    /// No downstream modules. pingora's default registers its response-compression module switched off,
-    /// which still builds a module context per request and looks at every request and response header;
-    /// Passerelle compresses nothing.
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
-            request_id: correlation_id(),
-            ..Ctx::default()
-        }
-    }
-
+/// The phases of pingora's `ProxyHttp`, run by [`Passerelle`] on the generation a request started with.
+impl Gateway {
     /// Takes every access decision before anything reaches the upstream. `Ok(true)` means Passerelle
     /// answered itself.
-    async fn request_filter(
+    pub(crate) async fn request_filter(
         &self,
         session: &mut HttpSession,
         ctx: &mut Ctx,
@@ -381,7 +372,7 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(
+    pub(crate) async fn upstream_peer(
         &self,
         _session: &mut HttpSession,
         ctx: &mut Ctx,
@@ -400,7 +391,7 @@ impl ProxyHttp for Gateway {
 
     /// Strips every header that could pass for identity, then sets the route's headers from the session.
     /// This runs for every proxied request, public routes included.
-    async fn upstream_request_filter(
+    pub(crate) async fn upstream_request_filter(
         &self,
         _session: &mut HttpSession,
         upstream: &mut RequestHeader,
@@ -450,7 +441,7 @@ impl ProxyHttp for Gateway {
 
     /// A refused connection to one member of a pool is retried on another before the health check has
     /// noticed: the person never sees the transition.
-    fn fail_to_connect(
+    pub(crate) fn fail_to_connect(
         &self,
         _session: &mut HttpSession,
         _peer: &HttpPeer,
@@ -468,7 +459,7 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn response_filter(
+    pub(crate) async fn response_filter(
         &self,
         _session: &mut HttpSession,
         upstream_response: &mut ResponseHeader,
@@ -498,7 +489,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(
+    pub(crate) async fn fail_to_proxy(
         &self,
         session: &mut HttpSession,
         e: &pingora::Error,
@@ -549,7 +540,12 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut HttpSession, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+    pub(crate) async fn logging(
+        &self,
+        session: &mut HttpSession,
+        e: Option<&pingora::Error>,
+        ctx: &mut Ctx,
+    ) {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

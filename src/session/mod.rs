@@ -57,13 +57,37 @@ pub struct SessionManager {
     pub shared: Option<Arc<Shared>>,
     /// Server-side sessions decoded, by ticket id.
     stored: moka::sync::Cache<String, Arc<Stored>>,
-    /// Without Redis: provider `sid`s and subjects ended by back-channel logout, with when, so this
-    /// replica refuses sessions begun before. Empty (and unchecked) unless a provider sent one.
-    local_ends: moka::sync::Cache<String, u64>,
-    /// Without Redis: logout token `jti`s seen, to refuse replays.
-    local_jti: moka::sync::Cache<String, ()>,
+    /// Back-channel logouts received without Redis: carried from one configuration generation to the
+    /// next, or a reload would bring ended sessions back.
+    local: Arc<LocalEnds>,
+}
+
+/// Without Redis, what this replica knows of back-channel logouts.
+struct LocalEnds {
+    /// Provider `sid`s and subjects ended, with when, so this replica refuses sessions begun before.
+    /// Empty (and unchecked) unless a provider sent one.
+    ends: moka::sync::Cache<String, u64>,
+    /// Logout token `jti`s seen, to refuse replays.
+    jti: moka::sync::Cache<String, ()>,
     /// Set by the first back-channel logout: until then no request pays for the lookup.
-    any_local_end: std::sync::atomic::AtomicBool,
+    any: std::sync::atomic::AtomicBool,
+}
+
+impl LocalEnds {
+    fn new(max_lifetime: Duration) -> Self {
+        // As long as a session may live: a token replayed later must not end sessions begun since.
+        LocalEnds {
+            ends: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(max_lifetime)
+                .build(),
+            jti: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(max_lifetime)
+                .build(),
+            any: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// A server-side session as a replica caches it.
@@ -100,6 +124,10 @@ impl SessionManager {
             Some(r) => Some(Arc::new(Shared::new(r, config.clone())?)),
             None => None,
         };
+        Ok(SessionManager::new_with(config, shared))
+    }
+
+    fn new_with(config: SessionConfig, shared: Option<Arc<Shared>>) -> Self {
         let ring = KeyRing::new(&config.keys);
         let cache = moka::sync::Cache::builder()
             .max_capacity(SESSION_CACHE_BYTES)
@@ -120,26 +148,27 @@ impl SessionManager {
             })
             .time_to_live(Duration::from_secs(300))
             .build();
-        let local_ends = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(config.max_lifetime)
-            .build();
-        // As long as a session may live: a token replayed later must not end sessions begun since.
-        let local_jti = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(config.max_lifetime)
-            .build();
-        Ok(SessionManager {
+        let local = Arc::new(LocalEnds::new(config.max_lifetime));
+        SessionManager {
             ring,
             config,
             cache,
             secure_name,
             shared,
             stored,
-            local_ends,
-            local_jti,
-            any_local_end: std::sync::atomic::AtomicBool::new(false),
-        })
+            local,
+        }
+    }
+
+    /// The manager of a reloaded configuration: new keys, names and lifetimes; the same Redis link
+    /// (listening for revocations since the start) and the same record of back-channel logouts. The
+    /// decoded-session caches start empty, so a key taken out of the ring stops opening sessions at once.
+    pub fn reloaded(&self, mut config: SessionConfig) -> Self {
+        config.store = self.config.store;
+        config.redis = self.config.redis.clone();
+        let mut next = SessionManager::new_with(config, self.shared.clone());
+        next.local = self.local.clone();
+        next
     }
 
     /// Every how long a request re-issues the cookie to slide the idle deadline: often enough to keep
@@ -200,17 +229,19 @@ impl SessionManager {
     /// begun before it. Returns false for a replayed `jti`.
     pub fn local_logout(&self, provider: &str, token: &crate::oidc::LogoutToken) -> bool {
         let jti = Self::end_key("jti", provider, &token.jti);
-        if !self.local_jti.entry(jti).or_insert(()).is_fresh() {
+        if !self.local.jti.entry(jti).or_insert(()).is_fresh() {
             return false;
         }
-        self.any_local_end.store(true, Ordering::Relaxed);
+        self.local.any.store(true, Ordering::Relaxed);
         let at = now();
         match (&token.sid, &token.sub) {
             (Some(sid), _) => self
-                .local_ends
+                .local
+                .ends
                 .insert(Self::end_key("sid", provider, sid), at),
             (None, Some(sub)) => self
-                .local_ends
+                .local
+                .ends
                 .insert(Self::end_key("sub", provider, sub), at),
             (None, None) => {}
         }
@@ -218,7 +249,7 @@ impl SessionManager {
     }
 
     fn ended_locally(&self, session: &Session) -> bool {
-        if !self.any_local_end.load(Ordering::Relaxed) {
+        if !self.local.any.load(Ordering::Relaxed) {
             return false;
         }
         let ended = |kind: &str, claim: &str| {
@@ -227,7 +258,8 @@ impl SessionManager {
                 .get(claim)
                 .and_then(|v| v.as_str())
                 .and_then(|v| {
-                    self.local_ends
+                    self.local
+                        .ends
                         .get(&Self::end_key(kind, &session.provider, v))
                 })
                 .is_some_and(|at| session.created <= at)
@@ -585,6 +617,51 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_back_channel_logouts_and_applies_the_new_key_ring() {
+        let m = manager(1800, 3600);
+        let spec = CookieSpec {
+            secure: false,
+            path: "/".into(),
+        };
+        let valid = |m: &SessionManager, set: &[String]| {
+            matches!(block(m.load(&jar(set), &spec)), SessionState::Valid { .. })
+        };
+        let ended = session(now() - 5, now(), 10);
+        let ended_set = m.issue(&ended, &spec, &[]).unwrap();
+        assert!(valid(&m, &ended_set));
+        let token = crate::oidc::LogoutToken {
+            sub: Some("abc".into()),
+            sid: None,
+            jti: "jti-1".into(),
+            replay_until: 0,
+        };
+        assert!(m.local_logout("p", &token));
+
+        // Rotation: a new key first, the old one still decrypts.
+        let mut rotated = m.config.clone();
+        rotated.keys = vec![[4; 32], [3; 32]];
+        let next = m.reloaded(rotated);
+        assert!(
+            matches!(block(next.load(&jar(&ended_set), &spec)), SessionState::Revoked),
+            "a session ended by back-channel logout stays ended after a reload"
+        );
+        assert!(!next.local_logout("p", &token), "and its jti stays spent");
+        let mut other = session(now(), now(), 10);
+        other.claims.insert("sub".into(), serde_json::json!("other"));
+        let old_key = m.issue(&other, &spec, &[]).unwrap();
+        assert!(valid(&next, &old_key), "the old key still opens sessions");
+        let new_key = next.issue(&other, &spec, &[]).unwrap();
+        assert!(!valid(&m, &new_key), "sealed with the new key");
+
+        // The old key removed: its sessions no longer open, even those the previous generation had cached.
+        let mut removed = next.config.clone();
+        removed.keys = vec![[4; 32]];
+        let last = next.reloaded(removed);
+        assert!(!valid(&last, &old_key));
+        assert!(valid(&last, &new_key));
     }
 
     #[test]

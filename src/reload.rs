@@ -1,0 +1,167 @@
+//! `systemctl reload` (SIGHUP): the configuration file read again, validated as `check` does, and swapped
+//! in for new requests at once; requests in flight finish on the generation they started with.
+//!
+//! What lives outside a generation stays as started, and the log says so when the file changes it: the
+//! listeners and thread count (a binary upgrade, `run --upgrade`, or a restart applies them), the Redis
+//! link (it has listened for revocations since the start: replacing it could miss one), the admin
+//! listener and token, and the development provider. Everything a request is decided and forwarded
+//! with is in the generation: routes, providers, scopes, headers, rules, session keys and lifetimes.
+
+use crate::admin::Metrics;
+use crate::config::{self, Config, ProviderKind};
+use crate::proxy::Gateway;
+use crate::upstream::{ResolveError, Upstream};
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    current: Arc<ArcSwap<Gateway>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, current: Arc<ArcSwap<Gateway>>, metrics: Arc<Metrics>) -> Self {
+        Reloader {
+            path,
+            current,
+            metrics,
+        }
+    }
+
+    /// One reload: the new generation in place, or the running one kept and the reason logged.
+    pub async fn reload(&self) {
+        let started = Instant::now();
+        let file = self.path.display().to_string();
+        let running = self.current.load_full();
+        let outcome = match config::load(&self.path) {
+            Ok(config) => next_generation(&running, config).await,
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok((next, kept)) => {
+                for setting in kept {
+                    tracing::warn!(file = %file, setting, "changed in the file, but applied only by a binary upgrade (passerelle run --upgrade) or a restart; the running value stays");
+                }
+                let (routes, providers) = (next.config.routes.len(), next.config.providers.len());
+                self.current.store(Arc::new(next));
+                self.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(file = %file, routes, providers, elapsed_ms = started.elapsed().as_millis() as u64, "configuration reloaded: new requests use it, requests in flight finish on the previous one");
+            }
+            Err(e) => {
+                self.metrics
+                    .config_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(file = %file, error = %e, "configuration reload refused: the running configuration stays");
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: reload by restarting");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => self.reload().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// The generation for `config`, sharing with `running` what outlives generations, and the settings
+/// that changed but cannot be applied without new listeners or links.
+pub async fn next_generation(
+    running: &Gateway,
+    config: Config,
+) -> Result<(Gateway, Vec<&'static str>), ReloadError> {
+    let kept = unappliable_changes(&running.config, &config);
+    let mut upstreams = Vec::with_capacity(config.routes.len());
+    let mut routes = config.routes.clone();
+    routes.sort_by_key(|r| r.index);
+    for route in &routes {
+        upstreams.push(match Upstream::build(route)? {
+            Ok(single) => single,
+            Err(pending) => Upstream::start_pool(pending).await,
+        });
+    }
+    let sessions = running.sessions.reloaded(config.session.clone());
+    let next = crate::server::generation(
+        Arc::new(config),
+        sessions,
+        upstreams,
+        running.metrics.clone(),
+    );
+    Ok((next, kept))
+}
+
+/// Settings read once at the start, which the file now sets differently.
+fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let dev = |c: &Config| -> Vec<String> {
+        c.providers
+            .iter()
+            .filter_map(|p| match &p.kind {
+                ProviderKind::Dev(d) => {
+                    Some(format!("{} {} {} {:?}", p.name, p.issuer, p.client_id, d))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let tls = |c: &Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.cert.clone(), t.key.clone()))
+    };
+    let redis = |c: &Config| format!("{:?} {:?}", c.session.store, c.session.redis);
+    [
+        ("server.listen", a.listen != b.listen),
+        ("server.tls", tls(old) != tls(new)),
+        ("server.threads", a.threads != b.threads),
+        ("server.admin_listen", a.admin_listen != b.admin_listen),
+        (
+            "server.admin_token",
+            a.admin_token.as_ref().map(|t| t.expose().to_string())
+                != b.admin_token.as_ref().map(|t| t.expose().to_string()),
+        ),
+        (
+            "server.keepalive_timeout",
+            a.keepalive_timeout != b.keepalive_timeout,
+        ),
+        ("server.grace_period", a.grace_period != b.grace_period),
+        (
+            "server.shutdown_timeout",
+            a.shutdown_timeout != b.shutdown_timeout,
+        ),
+        ("server.log_format", a.log_format != b.log_format),
+        ("echo", old.echo != new.echo),
+        ("providers (kind = \"dev\")", dev(old) != dev(new)),
+        ("session.store / session.redis", redis(old) != redis(new)),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name)
+    .collect()
+}
