@@ -27,10 +27,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve.
+    /// Serve. SIGHUP reloads the configuration file; SIGTERM stops gracefully, SIGINT at once.
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Take over the listening sockets of the running instance (binary upgrade): start this, then
+        /// send SIGQUIT to the running one, which hands its sockets over and finishes its requests.
+        #[arg(long)]
+        upgrade: bool,
+        /// Run in the background and write `server.pid_file` (for a service manager, `Type=forking`).
+        #[arg(long)]
+        daemon: bool,
+        /// Overrides `server.pid_file`.
+        #[arg(long, value_name = "PATH")]
+        pid_file: Option<String>,
+        /// Overrides `server.upgrade_socket`.
+        #[arg(long, value_name = "PATH")]
+        upgrade_socket: Option<String>,
     },
     /// Validate the configuration and exit (non-zero on error).
     Check {
@@ -98,7 +111,25 @@ fn main() -> ExitCode {
         (Some(Command::Check { config, online }), _) => check(&config, online),
         (Some(Command::Register { config, json }), _) => register(&config, json),
         (Some(Command::Sessions { action }), _) => sessions(action),
-        (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
+        (
+            Some(Command::Run {
+                config,
+                upgrade,
+                daemon,
+                pid_file,
+                upgrade_socket,
+            }),
+            _,
+        ) => run(
+            &config,
+            passerelle::server::Start {
+                upgrade,
+                daemon,
+                pid_file,
+                upgrade_socket,
+            },
+        ),
+        (None, Some(config)) => run(&config, passerelle::server::Start::default()),
         (None, None) => {
             eprintln!("usage: passerelle run --config FILE   (or: passerelle check --config FILE, passerelle register --config FILE, passerelle keygen)");
             ExitCode::from(2)
@@ -332,7 +363,7 @@ fn sessions(action: SessionsAction) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &std::path::Path, start: passerelle::server::Start) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -344,7 +375,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         return ExitCode::from(1);
     }
     let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
-    let server = match passerelle::server::build(config, Some(path.to_path_buf())) {
+    let server = match passerelle::server::build(config, Some(path.to_path_buf()), start) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -156,6 +156,11 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             a.shutdown_timeout != b.shutdown_timeout,
         ),
         ("server.log_format", a.log_format != b.log_format),
+        (
+            "server.upgrade_socket",
+            a.upgrade_socket != b.upgrade_socket,
+        ),
+        ("server.pid_file", a.pid_file != b.pid_file),
         ("echo", old.echo != new.echo),
         ("providers (kind = \"dev\")", dev(old) != dev(new)),
         ("session.store / session.redis", redis(old) != redis(new)),

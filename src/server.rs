@@ -79,8 +79,24 @@ impl pingora::services::background::BackgroundService for RevocationListener {
     }
 }
 
+/// How this process starts.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// Receive the listening sockets of the running instance through `server.upgrade_socket`.
+    pub upgrade: bool,
+    /// Fork into the background and write `server.pid_file`.
+    pub daemon: bool,
+    /// From the command line, over the configuration's: a service unit names its own run directory.
+    pub pid_file: Option<String>,
+    pub upgrade_socket: Option<String>,
+}
+
 /// The server for `config`; with `config_path`, SIGHUP reloads that file (src/reload.rs).
-pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
+pub fn build(
+    config: Config,
+    config_path: Option<PathBuf>,
+    start: Start,
+) -> Result<Server, StartError> {
     let config = Arc::new(config);
     let server_conf = ServerConf {
         threads: config.server.threads,
@@ -93,13 +109,31 @@ pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Server, Sta
         work_stealing: config.server.threads > 1,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        upgrade_sock: start
+            .upgrade_socket
+            .clone()
+            .unwrap_or_else(|| config.server.upgrade_socket.clone()),
+        pid_file: start
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| config.server.pid_file.clone()),
+        daemon: start.daemon,
+        // Not `daemon_wait_for_ready`: in pingora 0.9.1 the daemon may signal its parent before the parent
+        // listens for it, and SIGUSR1 then kills the parent (exit 138) although the daemon is fine.
         ..ServerConf::default()
     };
     let server_conf = server_conf
         .validate()
         .map_err(|e| StartError::Server(e.to_string()))?;
-    let mut server = Server::new_with_opt_and_conf(None, server_conf);
-    server.bootstrap();
+    let opt = pingora::server::configuration::Opt {
+        upgrade: start.upgrade,
+        daemon: start.daemon,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    // Listening sockets are taken (or, with --upgrade, received from the running instance) by this
+    // service, after the daemon fork: each listening service waits for it.
+    let bootstrap = server.bootstrap_as_a_service();
     let metrics = Arc::new(Metrics::default());
 
     let mut upstreams = Vec::new();
@@ -131,7 +165,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Server, Sta
                 Service::new(format!("dev provider {}", p.name), HttpServer::new_app(app));
             service.add_tcp(&dev.listen.to_string());
             service.threads = Some(1);
-            server.add_service(service);
+            server.add_service(service).add_dependency(&bootstrap);
         }
     }
     if let Some(echo) = config.echo {
@@ -143,7 +177,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Server, Sta
         );
         service.add_tcp(&echo.to_string());
         service.threads = Some(1);
-        server.add_service(service);
+        server.add_service(service).add_dependency(&bootstrap);
     }
     let sessions = SessionManager::new(config.session.clone())
         .map_err(|e| StartError::Server(format!("session.redis: {e}")))?;
@@ -165,7 +199,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Server, Sta
         );
         service.add_tcp(&admin.to_string());
         service.threads = Some(1);
-        server.add_service(service);
+        server.add_service(service).add_dependency(&bootstrap);
     }
 
     let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation(
@@ -200,7 +234,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<Server, Sta
             ),
         }
     }
-    server.add_service(proxy);
+    server.add_service(proxy).add_dependency(&bootstrap);
     Ok(server)
 }
 

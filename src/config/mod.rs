@@ -215,6 +215,15 @@ impl Validator<'_> {
         }
     }
 
+    /// A file path the process creates: absolute, so it does not depend on the working directory.
+    fn absolute_path(&self, raw: &S<String>, key: &str) -> Result<String, ConfigError> {
+        let text = raw.get_ref();
+        if !text.starts_with('/') || text.contains('\0') {
+            return self.err(raw.span(), key, format!("`{text}` is not an absolute path"));
+        }
+        Ok(text.clone())
+    }
+
     fn positive_duration(
         &self,
         value: &Option<S<String>>,
@@ -436,8 +445,20 @@ impl Validator<'_> {
                 Some(token)
             }
         };
+        // One per instance by default: two instances on a host must not hand each other their sockets.
+        let port = listen.first().map(|a| a.port()).unwrap_or(8080);
+        let upgrade_socket = match &raw.upgrade_socket {
+            Some(p) => self.absolute_path(p, "server.upgrade_socket")?,
+            None => format!("/tmp/passerelle-upgrade-{port}.sock"),
+        };
+        let pid_file = match &raw.pid_file {
+            Some(p) => self.absolute_path(p, "server.pid_file")?,
+            None => format!("/tmp/passerelle-{port}.pid"),
+        };
         let _ = span;
         Ok(ServerConfig {
+            upgrade_socket,
+            pid_file,
             admin_token,
             forward_auth_uri_header,
             max_header_bytes,

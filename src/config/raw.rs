@@ -46,6 +46,8 @@ pub struct RawServer {
     pub windows_paths: Option<S<bool>>,
     pub forward_auth_uri_header: Option<S<String>>,
     pub admin_token: Option<S<String>>,
+    pub upgrade_socket: Option<S<String>>,
+    pub pid_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub forward_auth_uri_header: ForwardAuthUriHeader,
     /// Bearer token of the admin listener's session API; `None` keeps that API off.
     pub admin_token: Option<Secret>,
+    /// Where a new binary started with `run --upgrade` receives the listening sockets of the running one.
+    pub upgrade_socket: String,
+    /// Written by `run --daemon`, for a service manager following the process across upgrades.
+    pub pid_file: String,
 }
 
 /// Where the front proxy puts the original request target for `/auth`. One per deployment: a client

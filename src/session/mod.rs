@@ -645,12 +645,17 @@ mod tests {
         rotated.keys = vec![[4; 32], [3; 32]];
         let next = m.reloaded(rotated);
         assert!(
-            matches!(block(next.load(&jar(&ended_set), &spec)), SessionState::Revoked),
+            matches!(
+                block(next.load(&jar(&ended_set), &spec)),
+                SessionState::Revoked
+            ),
             "a session ended by back-channel logout stays ended after a reload"
         );
         assert!(!next.local_logout("p", &token), "and its jti stays spent");
         let mut other = session(now(), now(), 10);
-        other.claims.insert("sub".into(), serde_json::json!("other"));
+        other
+            .claims
+            .insert("sub".into(), serde_json::json!("other"));
         let old_key = m.issue(&other, &spec, &[]).unwrap();
         assert!(valid(&next, &old_key), "the old key still opens sessions");
         let new_key = next.issue(&other, &spec, &[]).unwrap();

@@ -9,17 +9,20 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 
 import { sessionCookies } from '../support/checks.mjs';
 import { pause } from '../support/http.mjs';
-import { freePort } from '../support/passerelle.mjs';
+import { freePort, keepOutput, outputName, spawnPasserelle } from '../support/passerelle.mjs';
 import { startStack } from '../support/stack.mjs';
 
-/** GET url with the given agent (false: a fresh connection) and headers: { status, body }. */
-function get(url, { agent, headers = {} } = {}) {
+/** GET url with the given agent (false: a fresh connection) and headers: { status, body, retried }. */
+function getOnce(url, { agent, headers = {} } = {}) {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { agent, headers }, (res) => {
       let body = '';
@@ -29,8 +32,72 @@ function get(url, { agent, headers = {} } = {}) {
       res.on('error', reject);
     });
     req.setTimeout(10_000, () => req.destroy(new Error('no answer within 10 s')));
-    req.on('error', reject);
+    req.on('error', (e) => {
+      e.reusedSocket = req.reusedSocket;
+      reject(e);
+    });
   });
+}
+
+/**
+ * As a browser does (RFC 9112 §9.3.1): a request that fails on a reused keep-alive connection before any answer,
+ * because the server closed that idle connection as the request was sent, is sent again once on a new one.
+ * Nothing else is retried.
+ */
+async function get(url, opts = {}) {
+  try {
+    return { ...(await getOnce(url, opts)), retried: false };
+  } catch (e) {
+    if (!(e.reusedSocket && (e.code === 'ECONNRESET' || e.message === 'socket hang up'))) throw e;
+    return { ...(await getOnce(url, { ...opts, agent: false })), retried: true };
+  }
+}
+
+/**
+ * Four workers until stop(): two on keep-alive connections, two on a fresh connection per request; every other
+ * request signed in (`cookie`) on /app, the others on /public. Bounded at 50,000 requests.
+ */
+function clientLoop(t, base, cookie) {
+  const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 2 });
+  t.after(() => keepAlive.destroy());
+  const tally = { requests: 0, retried: 0, failures: [] };
+  let running = true;
+  const worker = async (agent, i) => {
+    for (let n = 0; running && tally.requests < 50_000; n++) {
+      const signed = (n + i) % 2 === 0;
+      const url = signed ? `${base}/app/loop-${i}-${n}` : `${base}/public/loop-${i}-${n}`;
+      try {
+        const res = await get(url, { agent, headers: signed ? { cookie } : {} });
+        tally.requests++;
+        if (res.retried) tally.retried++;
+        if (res.status !== 200) tally.failures.push(`${url}: ${res.status} ${res.body.slice(0, 200)}`);
+      } catch (e) {
+        tally.requests++;
+        tally.failures.push(`${url}: ${e.message}`);
+      }
+    }
+  };
+  const workers = [worker(keepAlive, 0), worker(keepAlive, 1), worker(false, 2), worker(false, 3)];
+  t.after(async () => {
+    running = false;
+    await Promise.all(workers);
+  });
+  return {
+    tally,
+    /** Resolves once the loop has completed at least `n` more requests. */
+    async progress(n) {
+      const target = tally.requests + n;
+      const deadline = Date.now() + 20_000;
+      while (tally.requests < target) {
+        if (Date.now() > deadline) throw new Error(`the client loop is stuck at ${tally.requests} requests`);
+        await pause(5); // waiting for the loop's own requests to complete
+      }
+    },
+    async stop() {
+      running = false;
+      await Promise.all(workers);
+    },
+  };
 }
 
 async function metric(adminUrl, name) {
@@ -73,27 +140,8 @@ test('(reload1) ten SIGHUP reloads under a client loop: 0 failed requests, a new
   const cookie = sessionCookies(s.person, s.base).map((c) => `${c.name}=${c.value}`).join('; ');
   assert.ok(cookie, 'a session cookie');
 
-  // The client loop: two workers on keep-alive connections, two on a fresh connection per request; public and
-  // signed-in requests. Bounded: it stops when the reloads are done, or after 20,000 requests.
-  const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 2 });
-  t.after(() => keepAlive.destroy());
-  const tally = { requests: 0, failures: [] };
-  let running = true;
-  const worker = async (agent, i) => {
-    for (let n = 0; running && tally.requests < 20_000; n++) {
-      const signed = (n + i) % 2 === 0;
-      const url = signed ? `${s.base}/app/loop-${i}-${n}` : `${s.base}/public/loop-${i}-${n}`;
-      try {
-        const res = await get(url, { agent, headers: signed ? { cookie } : {} });
-        tally.requests++;
-        if (res.status !== 200) tally.failures.push(`${url}: ${res.status} ${res.body.slice(0, 200)}`);
-      } catch (e) {
-        tally.requests++;
-        tally.failures.push(`${url}: ${e.message}`);
-      }
-    }
-  };
-  const workers = [worker(keepAlive, 0), worker(keepAlive, 1), worker(false, 2), worker(false, 3)];
+  const loop = clientLoop(t, s.base, cookie);
+  const { tally } = loop;
 
   const base = s.toml;
   const addedRoute = `
@@ -111,8 +159,7 @@ auth = "public"
   let failedReloads = 0;
   const reload = async (text, { invalid = false } = {}) => {
     // The loop is running across every reload: some requests before it, some after.
-    const before = tally.requests;
-    await progress(before + 10);
+    await loop.progress(10);
     await writeFile(configFile, text, { mode: 0o600 });
     child.kill('SIGHUP');
     if (invalid) {
@@ -122,14 +169,7 @@ auth = "public"
       reloads++;
       await counted(adminUrl, 'passerelle_config_reloads_total', reloads, logs);
     }
-    await progress(tally.requests + 10);
-  };
-  const progress = async (n) => {
-    const deadline = Date.now() + 10_000;
-    while (tally.requests < n) {
-      if (Date.now() > deadline) throw new Error(`the client loop is stuck at ${tally.requests} requests`);
-      await pause(5); // waiting for the loop's own requests to complete
-    }
+    await loop.progress(10);
   };
 
   // 1. The same file.
@@ -182,12 +222,61 @@ auth = "peut-etre"
   const sealedWithNewKey = await get(`${s.base}/app/end`, { headers: { cookie: newCookie } });
   assert.equal(sealedWithNewKey.status, 401, `a cookie sealed with the rotated-in key no longer opens once that key is gone: ${sealedWithNewKey.status}`);
 
-  running = false;
-  await Promise.all(workers);
-  t.diagnostic(`client loop: ${tally.requests} requests through ${reloads + failedReloads} reloads, ${tally.failures.length} failed`);
+  await loop.stop();
+  t.diagnostic(`client loop: ${tally.requests} requests through ${reloads + failedReloads} reloads, ${tally.failures.length} failed, ${tally.retried} resent after a keep-alive close`);
   assert.deepEqual(tally.failures, [], 'no request of the loop failed');
   assert.ok(tally.requests >= 100, `the loop ran throughout (${tally.requests} requests)`);
   assert.equal(reloads + failedReloads, 10);
   assert.equal(await metric(adminUrl, 'passerelle_config_reloads_total'), 9);
   assert.equal(await metric(adminUrl, 'passerelle_config_reload_failures_total'), 1);
+});
+
+test('(upgrade1) binary upgrade: `run --upgrade` takes the listening sockets over, SIGQUIT hands them and ends the old process; the client loop sees 0 failed requests, the session stays valid', { timeout: 120_000 }, async (t) => {
+  const socket = path.join(tmpdir(), `passerelle-upgrade-test-${randomBytes(4).toString('hex')}.sock`);
+  t.after(() => rm(socket, { force: true }));
+  const s = await startStack(t, {
+    config: { extraServer: `upgrade_socket = ${JSON.stringify(socket)}\ngrace_period = "1s"\nshutdown_timeout = "2s"\n` },
+  });
+  const old = s.passerelle;
+  const signedIn = await s.person.login(`${s.base}/app`, 'alice');
+  assert.equal(signedIn.status, 200, signedIn.body.slice(0, 500));
+  const cookie = sessionCookies(s.person, s.base).map((c) => `${c.name}=${c.value}`).join('; ');
+  const oldPid = old.process.pid;
+  const loop = clientLoop(t, s.base, cookie);
+  await loop.progress(50);
+
+  // The new process: same file, same key; it waits on the upgrade socket for the sockets.
+  const next = await spawnPasserelle(['run', '--upgrade', '--config', old.configFile], {
+    cwd: path.dirname(old.configFile),
+    env: { ...process.env, RUST_LOG: 'info', PASSERELLE_KEY: old.key },
+  });
+  let nextOutput = '';
+  next.stdout.on('data', (d) => { nextOutput += d; });
+  next.stderr.on('data', (d) => { nextOutput += d; });
+  const nextExit = new Promise((resolve) => next.on('close', (code, signal) => resolve({ code, signal })));
+  t.after(async () => {
+    next.kill('SIGINT');
+    await nextExit;
+    await keepOutput(outputName(t, { prefix: 'reload_', suffix: 'new_process' }), s.toml, nextOutput);
+  });
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(socket)) {
+    if (Date.now() > deadline) throw new Error(`the new process never opened ${socket}:\n${nextOutput}`);
+    await pause(10); // waiting for the new process to listen on the upgrade socket
+  }
+  const oldExit = new Promise((resolve) => old.process.once('close', (code, signal) => resolve({ code, signal })));
+  old.process.kill('SIGQUIT');
+  const ended = old.exited() || await oldExit;
+  assert.equal(ended.code, 0, `the old process ended cleanly: ${JSON.stringify(ended)}\n${old.logs().slice(-2000)}`);
+
+  // Only the new process is left: everything from now on is its answer.
+  await loop.progress(200);
+  assert.equal((await get(`${s.base}/app/after-upgrade`, { headers: { cookie } })).status, 200, 'the session is valid on the new process');
+  const ready = await fetch(`${old.adminUrl}/ready`);
+  assert.equal(ready.status, 200, 'the admin listener was handed over too');
+  assert.notEqual(next.pid, oldPid);
+  await loop.stop();
+  const { tally } = loop;
+  t.diagnostic(`client loop: ${tally.requests} requests through one binary upgrade, ${tally.failures.length} failed, ${tally.retried} resent after a keep-alive close`);
+  assert.deepEqual(tally.failures, [], 'no request of the loop failed');
 });
