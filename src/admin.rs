@@ -136,6 +136,7 @@ fn labelled<'a>(
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
+    pub audit: Arc<crate::audit::Audit>,
     pub shared: Option<Arc<Shared>>,
     pub token: Option<Secret>,
     /// Provider names: a subject is looked up under each.
@@ -277,6 +278,11 @@ impl Admin {
                 .map(|list| json(200, serde_json::json!({ "sessions": list }))),
             ("/sessions/revoke", "POST", Some(sub), None) => {
                 tracing::info!(target: "audit", providers = ?providers, "session API: revoke every session of a subject");
+                self.audit.write(
+                    crate::audit::Event::new(crate::audit::Kind::SessionRevoked, "admin")
+                        .subject(&sub)
+                        .reason(&format!("session API, providers: {}", providers.join(", "))),
+                );
                 shared
                     .revoke_subject(&providers, &sub, Cause::Admin)
                     .await
@@ -284,6 +290,11 @@ impl Admin {
             }
             ("/sessions/revoke", "POST", None, Some(id)) if id.len() <= 64 => {
                 tracing::info!(target: "audit", session = %id, "session API: revoke one session");
+                self.audit.write(
+                    crate::audit::Event::new(crate::audit::Kind::SessionRevoked, "admin")
+                        .session_id(&id)
+                        .reason("session API"),
+                );
                 match shared.meta(&id).await {
                     // Unknown, expired or already revoked: nothing to end.
                     Ok(None) => Ok(json(200, serde_json::json!({ "revoked": 0 }))),

@@ -85,11 +85,17 @@ fn poll_first_bytes(stream: &mut PlainStream, cx: &mut Context<'_>) -> Poll<Wait
 /// timer, pushed back at each wait rather than made anew: moving a registered timer later is a single atomic
 /// store in tokio (the entry fires at the old time and is filed again), where a timer per request costs a
 /// registration and a removal every time.
+///
+/// A shutdown (or a binary upgrade handing the listener over) ends the wait of a keep-alive connection that
+/// has been answered, but not the wait for a connection's first request: a client that just connected is
+/// sending one, and closing the connection under it would fail a request no one can retry safely. That
+/// wait still ends with the idle timer, or when the runtime stops after `shutdown_timeout`.
 async fn wait_for_request(
     stream: &mut PlainStream,
     idle: Duration,
     mut deadline: Pin<&mut Sleep>,
     shutdown: &mut ShutdownWatch,
+    turn: Turn,
 ) -> Wait {
     deadline.as_mut().reset(Instant::now() + idle);
     // The read comes first even when shutting down: a request already sent is read and answered (pingora then
@@ -98,8 +104,15 @@ async fn wait_for_request(
         biased;
         wait = poll_fn(|cx| poll_first_bytes(stream, cx)) => wait,
         _ = deadline.as_mut() => Wait::Idle,
-        _ = shutting_down(shutdown) => Wait::Idle,
+        _ = shutting_down(shutdown), if turn == Turn::Next => Wait::Idle,
     }
+}
+
+/// Which request of its connection is awaited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    First,
+    Next,
 }
 
 /// Ready once the server is shutting down (at once if it already is).
@@ -132,9 +145,11 @@ where
         let mut settings: Option<HttpPersistentSettings> = None;
         let deadline = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(deadline);
+        let mut turn = Turn::First;
         loop {
             let idle = self.idle_timeout;
-            match wait_for_request(&mut stream, idle, deadline.as_mut(), &mut shutdown).await {
+            match wait_for_request(&mut stream, idle, deadline.as_mut(), &mut shutdown, turn).await
+            {
                 Wait::Request => {}
                 Wait::Closed | Wait::Idle => return,
             }
@@ -161,6 +176,7 @@ where
             };
             stream = next;
             settings = kept;
+            turn = Turn::Next;
         }
     }
 }
@@ -210,7 +226,7 @@ mod tests {
     async fn wait(stream: &mut PlainStream, idle: Duration, watch: &ShutdownWatch) -> Wait {
         let deadline = tokio::time::sleep(idle);
         tokio::pin!(deadline);
-        wait_for_request(stream, idle, deadline, &mut watch.clone()).await
+        wait_for_request(stream, idle, deadline, &mut watch.clone(), Turn::Next).await
     }
 
     async fn pair() -> (Box<PlainStream>, TcpStream) {
@@ -278,14 +294,22 @@ mod tests {
         // 50 s into the first wait a request comes: the timer set for 60 s must not cut the next wait short.
         tokio::time::sleep(Duration::from_secs(50)).await;
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        let first = wait_for_request(&mut stream, idle, deadline.as_mut(), &mut watch).await;
+        let first = wait_for_request(
+            &mut stream,
+            idle,
+            deadline.as_mut(),
+            &mut watch,
+            Turn::First,
+        )
+        .await;
         assert_eq!(first, Wait::Request);
         let mut request = [0u8; 18];
         tokio::io::AsyncReadExt::read_exact(&mut stream, &mut request)
             .await
             .unwrap();
         let start = Instant::now();
-        let second = wait_for_request(&mut stream, idle, deadline.as_mut(), &mut watch).await;
+        let second =
+            wait_for_request(&mut stream, idle, deadline.as_mut(), &mut watch, Turn::Next).await;
         assert_eq!(second, Wait::Idle);
         assert!(start.elapsed() >= idle, "idle after {:?}", start.elapsed());
     }
@@ -323,5 +347,30 @@ mod tests {
             tokio::spawn(async move { wait(&mut stream, Duration::from_secs(3600), &watch).await });
         tx.send(true).unwrap();
         assert_eq!(waiting.await.unwrap(), Wait::Idle);
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_gets_its_first_request_read_even_when_shutdown_begins() {
+        let (mut stream, mut client) = pair().await;
+        let (tx, mut watch) = tokio::sync::watch::channel(false);
+        tx.send(true).unwrap();
+        let deadline = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(deadline);
+        let waiting = async {
+            wait_for_request(
+                &mut stream,
+                Duration::from_secs(3600),
+                deadline.as_mut(),
+                &mut watch,
+                Turn::First,
+            )
+            .await
+        };
+        // The request arrives after the shutdown began: it is still awaited, then read.
+        let (wait, ()) = tokio::join!(waiting, async {
+            tokio::task::yield_now().await;
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        });
+        assert_eq!(wait, Wait::Request);
     }
 }

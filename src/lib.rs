@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod connections;
 pub mod dev;

@@ -111,7 +111,10 @@ pub async fn next_generation(
         sessions,
         upstreams,
         running.metrics.clone(),
+        running.audit.clone(),
     );
+    // logrotate moved the file away and asked for a reload: the next line goes to a new one.
+    running.audit.reopen();
     Ok((next, kept))
 }
 
@@ -136,6 +139,14 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             .map(|t| (t.cert.clone(), t.key.clone()))
     };
     let redis = |c: &Config| format!("{:?} {:?}", c.session.store, c.session.redis);
+    let audit = |c: &Config| {
+        c.audit.as_ref().map(|a| {
+            (
+                a.output.clone(),
+                a.pseudonym_key.as_ref().map(|k| k.expose().to_string()),
+            )
+        })
+    };
     [
         ("server.listen", a.listen != b.listen),
         ("server.tls", tls(old) != tls(new)),
@@ -164,6 +175,7 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("echo", old.echo != new.echo),
         ("providers (kind = \"dev\")", dev(old) != dev(new)),
         ("session.store / session.redis", redis(old) != redis(new)),
+        ("[audit]", audit(old) != audit(new)),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

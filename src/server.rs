@@ -135,6 +135,12 @@ pub fn build(
     // service, after the daemon fork: each listening service waits for it.
     let bootstrap = server.bootstrap_as_a_service();
     let metrics = Arc::new(Metrics::default());
+    let audit = Arc::new(match &config.audit {
+        Some(a) => {
+            crate::audit::Audit::start(a).map_err(|e| StartError::Server(format!("audit: {e}")))?
+        }
+        None => crate::audit::Audit::off(),
+    });
 
     let mut upstreams = Vec::new();
     let mut routes_sorted = config.routes.clone();
@@ -192,6 +198,7 @@ pub fn build(
             "admin".into(),
             HttpServer::new_app(Admin {
                 metrics: metrics.clone(),
+                audit: audit.clone(),
                 shared: sessions.shared.clone(),
                 token: config.server.admin_token.clone(),
                 providers: config.providers.iter().map(|p| p.name.clone()).collect(),
@@ -207,6 +214,7 @@ pub fn build(
         sessions,
         upstreams,
         metrics.clone(),
+        audit,
     )));
     if let Some(path) = config_path {
         server.add_service(background_service(
@@ -245,6 +253,7 @@ pub(crate) fn generation(
     sessions: SessionManager,
     upstreams: Vec<Upstream>,
     metrics: Arc<Metrics>,
+    audit: Arc<crate::audit::Audit>,
 ) -> Gateway {
     let providers: BTreeMap<String, Arc<Provider>> = config
         .providers
@@ -266,6 +275,7 @@ pub(crate) fn generation(
         upstreams,
         metrics,
         own_cookies: crate::session::cookies::OwnCookieNames::new(&config.session.cookie_name),
+        audit,
         config,
     }
 }

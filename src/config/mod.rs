@@ -17,7 +17,7 @@ pub use secret::{resolve_secret, Secret};
 pub use types::*;
 
 use base64::Engine;
-use raw::{RawConfig, RawServer, RawSession, S};
+use raw::{RawAudit, RawConfig, RawServer, RawSession, S};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -181,12 +181,17 @@ impl Validator<'_> {
                 );
             }
         }
+        let audit = match &raw.audit {
+            Some(a) => Some(self.audit(a)?),
+            None => None,
+        };
         Ok(Config {
             server,
             session,
             providers,
             routes,
             echo,
+            audit,
         })
     }
 
@@ -213,6 +218,43 @@ impl Validator<'_> {
             None => Ok(default),
             Some(v) => parse_duration(v.get_ref()).or_else(|m| self.err(v.span(), key, m)),
         }
+    }
+
+    fn audit(&self, raw: &S<RawAudit>) -> Result<AuditConfig, ConfigError> {
+        let a = raw.get_ref();
+        let output = match &a.file {
+            Some(f) => AuditOutput::File(self.absolute_path(f, "audit.file")?),
+            None => AuditOutput::Stdout,
+        };
+        let pseudonymise = a.pseudonymise.as_ref().is_some_and(|p| *p.get_ref());
+        let pseudonym_key = match (&a.pseudonym_key, pseudonymise) {
+            (Some(k), true) => {
+                let key = self.secret(k, "audit.pseudonym_key")?;
+                if key.expose().len() < 32 {
+                    return self.err(k.span(), "audit.pseudonym_key", "at least 32 characters (`passerelle keygen` makes one): a short key lets anyone recompute the pseudonyms");
+                }
+                Some(key)
+            }
+            (None, true) => {
+                return self.err(
+                    raw.span(),
+                    "audit.pseudonymise",
+                    "needs audit.pseudonym_key (a secret: \"env:NAME\" or \"file:/path\")",
+                )
+            }
+            (Some(k), false) => {
+                return self.err(
+                    k.span(),
+                    "audit.pseudonym_key",
+                    "only used with pseudonymise = true: set it, or remove the key",
+                )
+            }
+            (None, false) => None,
+        };
+        Ok(AuditConfig {
+            output,
+            pseudonym_key,
+        })
     }
 
     /// A file path the process creates: absolute, so it does not depend on the working directory.

@@ -20,6 +20,15 @@ pub struct RawConfig {
     #[serde(default)]
     pub route: Vec<S<RawRoute>>,
     pub echo: Option<S<RawEcho>>,
+    pub audit: Option<S<RawAudit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub file: Option<S<String>>,
+    pub pseudonymise: Option<S<bool>>,
+    pub pseudonym_key: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -17,6 +17,24 @@ pub struct Config {
     pub providers: Vec<Arc<ProviderConfig>>,
     pub routes: Vec<RouteConfig>,
     pub echo: Option<SocketAddr>,
+    /// `None`: no audit trail.
+    pub audit: Option<AuditConfig>,
+}
+
+/// A validated `[audit]` table.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub output: AuditOutput,
+    /// With `pseudonymise = true`: the subject is written as an HMAC under this key.
+    pub pseudonym_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// JSON lines on standard output (the operational log is on standard error).
+    Stdout,
+    /// Appended to this file, opened again at each reload (logrotate).
+    File(String),
 }
 
 impl Config {

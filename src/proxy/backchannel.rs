@@ -84,6 +84,14 @@ pub async fn handle(gw: &Gateway, session: &mut HttpSession, request_id: &str) -
         match end_sessions(gw, provider, token).await {
             Ok(Some(n)) => {
                 tracing::info!(target: "audit", request_id, provider = %provider, sessions = n, by_sid = token.sid.is_some(), "back-channel logout");
+                let mut event =
+                    crate::audit::Event::new(crate::audit::Kind::SessionRevoked, request_id)
+                        .provider(provider)
+                        .reason(&format!("back-channel logout: {n} session(s)"));
+                if let Some(sub) = &token.sub {
+                    event = event.subject(sub);
+                }
+                gw.audit.write(event);
                 carried_out += 1;
             }
             Ok(None) => {}

@@ -1,6 +1,7 @@
 //! Passerelle's own endpoints under `server.prefix`: login, callback, logout, logged-out, userinfo, auth.
 
 use super::{Ctx, Gateway, Reply, RequestInfo};
+use crate::audit::Kind;
 use crate::config::RouteConfig;
 use crate::config::{ProviderKind, SiteData};
 use crate::identity::normalise;
@@ -308,7 +309,12 @@ async fn callback(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
                 }
             };
             gw.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, session = %session.id, sub = %session.sub(), "login succeeded");
+            tracing::info!(request_id = %ctx.request_id, provider = %flow.provider, session = %session.id, sub = %gw.audit.log_subject(&flow.provider, session.sub()), "login succeeded");
+            let mut event = gw.audit_event(Kind::LoginSucceeded, ctx).session(&session);
+            if let Some(route) = route_of(gw, info, &flow.return_to) {
+                event = event.route(route);
+            }
+            gw.audit.write(event);
             // A step-up or a new login replaces the browser's session: the one it had ends everywhere,
             // so a copy of the old cookie is not a second, weaker way in.
             if gw.sessions.shared.is_some() {
@@ -495,6 +501,20 @@ async fn create_fitting(
     }
 }
 
+/// The route a login returns to: the one whose upstream the new session's claims will reach first.
+fn route_of<'a>(
+    gw: &'a Gateway,
+    info: &RequestInfo,
+    return_to: &str,
+) -> Option<&'a crate::config::RouteConfig> {
+    let path = return_to.split(['?', '#']).next()?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let normalised = crate::routes::normalise_path(path).ok()?;
+    gw.routes.find(info.host(), &normalised.matching)
+}
+
 fn truncate(text: &str, max: usize) -> String {
     text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
@@ -509,6 +529,14 @@ fn login_failure(
 ) -> Reply {
     gw.metrics.logins_failed[e.reason_index()].fetch_add(1, Ordering::Relaxed);
     tracing::warn!(request_id = %ctx.request_id, provider = provider.map(|p| p.name()), error = %e, "login failed");
+    let mut event = gw.audit_event(Kind::LoginFailed, ctx).reason(&format!(
+        "{}: {e}",
+        crate::oidc::FAILURE_REASONS[e.reason_index()]
+    ));
+    if let Some(p) = provider {
+        event = event.provider(p.name());
+    }
+    gw.audit.write(event);
     let retry = match provider {
         Some(p) => format!(
             "{}/login?provider={}&rd={}",
@@ -545,6 +573,8 @@ async fn logout(gw: &Gateway, info: &RequestInfo, ctx: &mut Ctx) -> Reply {
         return ended_locally(gw, Reply::redirect(&logged_out_target(gw, &rd))).cookies(cookies);
     };
     tracing::info!(request_id = %ctx.request_id, session = %session.id, "logout");
+    gw.audit
+        .write(gw.audit_event(Kind::Logout, ctx).session(&session));
     // Before the provider round trip: a copy of the cookie is dead on every replica from here on.
     if let Err(e) = gw.sessions.revoke(&session, Cause::Logout).await {
         tracing::error!(request_id = %ctx.request_id, session = %session.id, error = %e, "logout: the session could not be revoked server-side; only this browser's copy is deleted");

@@ -47,6 +47,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Passerelle's cookie names: stripped from requests, refused in upstream responses.
     pub own_cookies: OwnCookieNames,
+    /// Shared by every generation: one writer, one file.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// Per-request state carried between phases.
@@ -61,6 +63,8 @@ pub struct Ctx {
     forward: Option<Forward>,
     session: Option<Arc<Session>>,
     set_cookies: Vec<String>,
+    /// Read only for what is audited (Passerelle's endpoints, refusals): not on the proxied path.
+    user_agent: Option<http::HeaderValue>,
     secure: bool,
     trusted_peer: bool,
     peer: Option<std::net::IpAddr>,
@@ -125,6 +129,23 @@ impl Gateway {
         self.providers.get(name)
     }
 
+    /// An audit event for this request: its correlation id, client address and user agent.
+    pub fn audit_event(&self, kind: crate::audit::Kind, ctx: &Ctx) -> crate::audit::Event {
+        crate::audit::Event::new(kind, &ctx.request_id)
+            .client(ctx.peer, ctx.user_agent.as_ref().map(|v| v.as_bytes()))
+    }
+
+    fn user_agent(&self, session: &HttpSession) -> Option<http::HeaderValue> {
+        match self.audit.enabled() {
+            true => session
+                .req_header()
+                .headers
+                .get(http::header::USER_AGENT)
+                .cloned(),
+            false => None,
+        }
+    }
+
     fn provider_configs<'a>(
         &'a self,
         names: &'a [String],
@@ -173,12 +194,14 @@ impl Gateway {
         match refusal {
             Refusal::StepUp if info.navigation => {
                 tracing::info!(request_id = %ctx.request_id, session = %s.id, route = route.index, "step-up: the route needs more than the session has");
+                self.audit.write(self.audit_event(crate::audit::Kind::StepUp, ctx).session(s).route(route));
                 endpoints::start_login(self, info, &s.provider, info.return_to(), Some(route), Some(s), ctx).await
             }
             Refusal::StepUp => Reply::json(401, &serde_json::json!({"error": "insufficient_scope", "login": format!("{}/login", self.config.server.prefix)}))
                 .header("WWW-Authenticate", "Passerelle error=\"insufficient_scope\"".to_string()),
             Refusal::Insufficient => {
                 tracing::warn!(request_id = %ctx.request_id, session = %s.id, route = route.index, "access refused: the provider did not grant what the route needs");
+                self.audit.write(self.audit_event(crate::audit::Kind::AccessRefused, ctx).session(s).route(route).reason("insufficient: the provider did not grant what the route needs"));
                 Reply::html(403, pages::error_page(
                     "Accès impossible",
                     "Ce service a besoin d'informations ou d'un niveau d'authentification que votre fournisseur d'identité n'a pas transmis. Reconnectez-vous avec un autre compte ou contactez l'assistance.",
@@ -189,6 +212,7 @@ impl Gateway {
             }
             Refusal::Forbidden(rule) => {
                 tracing::warn!(request_id = %ctx.request_id, session = %s.id, route = route.index, rule, "access refused by a require rule");
+                self.audit.write(self.audit_event(crate::audit::Kind::AccessRefused, ctx).session(s).route(route).reason(&format!("require.{rule}")));
                 Reply::html(403, pages::error_page(
                     "Accès refusé",
                     "Votre compte n'est pas autorisé à accéder à ce service (organisation, domaine de messagerie ou profil non admis). Si vous pensez que c'est une erreur, contactez l'assistance du service.",
@@ -253,6 +277,7 @@ impl Gateway {
         ctx.peer = info.peer;
         let prefix = &self.config.server.prefix;
         if let Some(rest) = info.path.matching.strip_prefix(prefix.as_str()) {
+            ctx.user_agent = self.user_agent(session);
             if rest == "/backchannel-logout" {
                 let reply = backchannel::handle(self, session, &ctx.request_id).await;
                 reply.send(session).await?;
@@ -319,6 +344,7 @@ impl Gateway {
                     // Forwarded without identity: an optional route never gets claims it may not have.
                     return Ok(false);
                 }
+                ctx.user_agent = self.user_agent(session);
                 let reply = self
                     .refuse(&info, route, &s, refusal, ctx)
                     .await
