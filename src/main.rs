@@ -137,6 +137,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A runtime for the one-shot network calls of `check --online` and `sessions`.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        })
+}
+
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|e| {
         eprintln!("error: {e}");
@@ -157,15 +168,9 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
     };
     if online {
         passerelle::logging::init(config.server.log_format);
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match runtime() {
             Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
+            Err(code) => return code,
         };
         for sheet in &sheets {
             let found = runtime.block_on(passerelle::online::check_provider(&config, sheet));
@@ -323,15 +328,9 @@ fn sessions(action: SessionsAction) -> ExitCode {
         .extend_pairs(params)
         .finish();
     let url = format!("http://{host}{route}?{query}");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let answer = runtime.block_on(async {
         let client = reqwest::Client::builder()

@@ -7,21 +7,10 @@
 
 use crate::config::{
     AuthMethod, AuthMode, Config, Environment, Network, ProviderConfig, ProviderKind,
+    PROCONNECT_SCOPES,
 };
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-
-/// ProConnect's default scopes for a service provider (federations.md §4): asking for them needs no
-/// mention on the form; any other scope is an "extra scope" to request.
-const PROCONNECT_DEFAULT_SCOPES: [&str; 7] = [
-    "openid",
-    "given_name",
-    "usual_name",
-    "email",
-    "uid",
-    "siret",
-    "idp_id",
-];
 
 #[derive(Debug)]
 pub struct Sheet<'a> {
@@ -153,7 +142,8 @@ impl<'a> Sheet<'a> {
                 let extra: Vec<&str> = scopes
                     .iter()
                     .copied()
-                    .filter(|s| !PROCONNECT_DEFAULT_SCOPES.contains(s))
+                    // ProConnect's default scopes need no mention on the form (federations.md §4).
+                    .filter(|s| !PROCONNECT_SCOPES.contains(s))
                     .collect();
                 row(
                     &mut out,

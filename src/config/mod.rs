@@ -12,7 +12,7 @@ mod secret;
 mod types;
 
 pub use duration::parse_duration;
-pub use provider::{nc_connect_issuer, proconnect_issuer};
+pub use provider::{nc_connect_issuer, proconnect_issuer, PROCONNECT_SCOPES};
 pub use secret::{resolve_secret, Secret};
 pub use types::*;
 
