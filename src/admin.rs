@@ -135,6 +135,8 @@ fn labelled<'a>(
 }
 
 pub struct Admin {
+    /// The public listeners, probed by `/ready`.
+    pub listen: Vec<std::net::SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub audit: Arc<crate::audit::Audit>,
     pub shared: Option<Arc<Shared>>,
@@ -148,6 +150,34 @@ impl Admin {
     /// replica sees the same Redis, and an orchestrator that unreadied them all at the first failed
     /// PING would turn the grace the sessions get into an outage.
     async fn ready(&self) -> (u16, Vec<u8>) {
+        // Ready means the public listeners accept: pingora starts each service on its own runtime, and
+        // this one may answer before the proxy has bound its sockets.
+        for addr in &self.listen {
+            let target = match addr.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv4() => {
+                    std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+                }
+                ip if ip.is_unspecified() => {
+                    std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+                }
+                _ => *addr,
+            };
+            let connect = tokio::net::TcpStream::connect(target);
+            if !matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
+                Ok(Ok(_))
+            ) {
+                return (
+                    503,
+                    format!(
+                        "not ready
+listener {addr}: not accepting yet
+"
+                    )
+                    .into_bytes(),
+                );
+            }
+        }
         let Some(shared) = &self.shared else {
             return (200, b"ok\n".to_vec());
         };
@@ -330,7 +360,16 @@ impl ServeHttp for Admin {
             "/metrics" => (
                 200,
                 "text/plain; version=0.0.4",
-                [self.metrics.render(), self.store_metrics().await]
+                [
+                    self.metrics.render(),
+                    labelled(
+                        "passerelle_audit_events_total",
+                        "Audit events queued for the trail, and dropped (queue full or writer down).",
+                        [("written", &self.audit.written), ("dropped", &self.audit.dropped)]
+                            .into_iter(),
+                    ),
+                    self.store_metrics().await,
+                ]
                     .concat()
                     .into_bytes(),
             ),

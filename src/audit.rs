@@ -168,9 +168,12 @@ enum Line {
     Reopen,
 }
 
-/// Where audit events go; `None` sink: auditing is off.
+/// Where audit events go; no output: auditing is off.
 pub struct Audit {
-    sink: Option<SyncSender<Line>>,
+    output: Option<AuditOutput>,
+    /// The writer thread, started by the first event: after `run --daemon` has forked, since a thread
+    /// started before the fork would not exist in the daemon.
+    sink: std::sync::OnceLock<Option<SyncSender<Line>>>,
     pseudonym_key: Option<Vec<u8>>,
     pub dropped: AtomicU64,
     pub written: AtomicU64,
@@ -179,64 +182,52 @@ pub struct Audit {
 impl Audit {
     pub fn off() -> Self {
         Audit {
-            sink: None,
+            output: None,
+            sink: std::sync::OnceLock::new(),
             pseudonym_key: None,
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
         }
     }
 
-    /// Starts the writer thread. A file that cannot be opened is an error at start: an audit trail that
-    /// silently goes nowhere is worse than none.
+    /// Checks the file can be opened: an audit trail that silently goes nowhere is worse than none.
     pub fn start(config: &AuditConfig) -> std::io::Result<Self> {
-        let mut out: Box<dyn Write + Send> = match &config.output {
-            AuditOutput::Stdout => Box::new(std::io::stdout()),
-            AuditOutput::File(path) => Box::new(open(path)?),
-        };
-        let (sink, lines) = sync_channel::<Line>(QUEUE);
-        let output = config.output.clone();
-        std::thread::Builder::new()
-            .name("audit".into())
-            .spawn(move || {
-                for line in lines {
-                    match line {
-                        Line::Text(text) => {
-                            // One write per line: lines from other writers never interleave inside it.
-                            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                                tracing::error!(error = %e, "audit: a line could not be written");
-                            }
-                        }
-                        Line::Reopen => {
-                            if let AuditOutput::File(path) = &output {
-                                match open(path) {
-                                    Ok(f) => out = Box::new(f),
-                                    Err(e) => {
-                                        tracing::error!(error = %e, file = %path, "audit: the file could not be opened again; writing to the previous one")
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            })?;
+        if let AuditOutput::File(path) = &config.output {
+            open(path)?;
+        }
         Ok(Audit {
-            sink: Some(sink),
+            output: Some(config.output.clone()),
             pseudonym_key: config
                 .pseudonym_key
                 .as_ref()
                 .map(|k| k.expose().as_bytes().to_vec()),
-            dropped: AtomicU64::new(0),
-            written: AtomicU64::new(0),
+            ..Audit::off()
         })
     }
 
+    fn sink(&self) -> Option<&SyncSender<Line>> {
+        let output = self.output.as_ref()?;
+        self.sink
+            .get_or_init(|| match writer(output.clone()) {
+                Ok(sink) => Some(sink),
+                Err(e) => {
+                    tracing::error!(error = %e, "audit: the writer could not start; events are dropped");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
     pub fn enabled(&self) -> bool {
-        self.sink.is_some()
+        self.output.is_some()
     }
 
     /// Queues the event. With pseudonymisation, the subject is replaced by its keyed hash.
     pub fn write(&self, mut event: Event) {
-        let Some(sink) = &self.sink else {
+        let Some(sink) = self.sink() else {
+            if self.output.is_some() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         };
         if let Some(key) = &self.pseudonym_key {
@@ -269,10 +260,44 @@ impl Audit {
     }
 
     pub fn reopen(&self) {
-        if let Some(sink) = &self.sink {
+        if let Some(sink) = self.sink.get().and_then(|s| s.as_ref()) {
             let _ = sink.try_send(Line::Reopen);
         }
     }
+}
+
+/// The writer thread and its queue.
+fn writer(output: AuditOutput) -> std::io::Result<SyncSender<Line>> {
+    let mut out: Box<dyn Write + Send> = match &output {
+        AuditOutput::Stdout => Box::new(std::io::stdout()),
+        AuditOutput::File(path) => Box::new(open(path)?),
+    };
+    let (sink, lines) = sync_channel::<Line>(QUEUE);
+    std::thread::Builder::new()
+        .name("audit".into())
+        .spawn(move || {
+            for line in lines {
+                match line {
+                    Line::Text(text) => {
+                        // One write per line: lines from other writers never interleave inside it.
+                        if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                            tracing::error!(error = %e, "audit: a line could not be written");
+                        }
+                    }
+                    Line::Reopen => {
+                        if let AuditOutput::File(path) = &output {
+                            match open(path) {
+                                Ok(f) => out = Box::new(f),
+                                Err(e) => {
+                                    tracing::error!(error = %e, file = %path, "audit: the file could not be opened again; writing to the previous one")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(sink)
 }
 
 fn open(path: &str) -> std::io::Result<std::fs::File> {

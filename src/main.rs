@@ -374,7 +374,12 @@ fn run(path: &std::path::Path, start: passerelle::server::Start) -> ExitCode {
         return ExitCode::from(1);
     }
     let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
-    let server = match passerelle::server::build(config, Some(path.to_path_buf()), start) {
+    let server = match passerelle::server::build(
+        config,
+        // A daemon runs from `/`: a relative path would not reload.
+        Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
+        start,
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

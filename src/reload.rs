@@ -45,6 +45,9 @@ impl Reloader {
         let started = Instant::now();
         let file = self.path.display().to_string();
         let running = self.current.load_full();
+        // logrotate moved the file away and asked for a reload: the next line goes to a new file, whether
+        // the configuration is then applied or refused.
+        running.audit.reopen();
         let outcome = match config::load(&self.path) {
             Ok(config) => next_generation(&running, config).await,
             Err(e) => Err(e.into()),
@@ -113,8 +116,6 @@ pub async fn next_generation(
         running.metrics.clone(),
         running.audit.clone(),
     );
-    // logrotate moved the file away and asked for a reload: the next line goes to a new one.
-    running.audit.reopen();
     Ok((next, kept))
 }
 
@@ -175,6 +176,18 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("echo", old.echo != new.echo),
         ("providers (kind = \"dev\")", dev(old) != dev(new)),
         ("session.store / session.redis", redis(old) != redis(new)),
+        (
+            "session.max_lifetime",
+            old.session.max_lifetime != new.session.max_lifetime,
+        ),
+        (
+            "session.recheck_interval",
+            old.session.recheck_interval != new.session.recheck_interval,
+        ),
+        (
+            "session.redis_grace",
+            old.session.redis_grace != new.session.redis_grace,
+        ),
         ("[audit]", audit(old) != audit(new)),
     ]
     .into_iter()

@@ -131,9 +131,21 @@ pub fn build(
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
-    // Listening sockets are taken (or, with --upgrade, received from the running instance) by this
-    // service, after the daemon fork: each listening service waits for it.
-    let bootstrap = server.bootstrap_as_a_service();
+    // Listening sockets are received here from the running instance with --upgrade. In the foreground this
+    // happens now, before any service starts, as pingora's own examples do; a daemon must do it after its
+    // fork, so there it is a service the listening services wait for.
+    let bootstrap = match start.daemon {
+        true => Some(server.bootstrap_as_a_service()),
+        false => {
+            server.bootstrap();
+            None
+        }
+    };
+    let listening = |handle: pingora::services::ServiceHandle| {
+        if let Some(b) = &bootstrap {
+            handle.add_dependency(b);
+        }
+    };
     let metrics = Arc::new(Metrics::default());
     let audit = Arc::new(match &config.audit {
         Some(a) => {
@@ -171,7 +183,7 @@ pub fn build(
                 Service::new(format!("dev provider {}", p.name), HttpServer::new_app(app));
             service.add_tcp(&dev.listen.to_string());
             service.threads = Some(1);
-            server.add_service(service).add_dependency(&bootstrap);
+            listening(server.add_service(service));
         }
     }
     if let Some(echo) = config.echo {
@@ -183,7 +195,7 @@ pub fn build(
         );
         service.add_tcp(&echo.to_string());
         service.threads = Some(1);
-        server.add_service(service).add_dependency(&bootstrap);
+        listening(server.add_service(service));
     }
     let sessions = SessionManager::new(config.session.clone())
         .map_err(|e| StartError::Server(format!("session.redis: {e}")))?;
@@ -197,6 +209,7 @@ pub fn build(
         let mut service = Service::new(
             "admin".into(),
             HttpServer::new_app(Admin {
+                listen: config.server.listen.clone(),
                 metrics: metrics.clone(),
                 audit: audit.clone(),
                 shared: sessions.shared.clone(),
@@ -206,7 +219,7 @@ pub fn build(
         );
         service.add_tcp(&admin.to_string());
         service.threads = Some(1);
-        server.add_service(service).add_dependency(&bootstrap);
+        listening(server.add_service(service));
     }
 
     let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation(
@@ -242,7 +255,7 @@ pub fn build(
             ),
         }
     }
-    server.add_service(proxy).add_dependency(&bootstrap);
+    listening(server.add_service(proxy));
     Ok(server)
 }
 

@@ -166,6 +166,11 @@ impl SessionManager {
     pub fn reloaded(&self, mut config: SessionConfig) -> Self {
         config.store = self.config.store;
         config.redis = self.config.redis.clone();
+        // How long Redis keeps records, revocation markers and back-channel logouts is fixed by the running
+        // link and record: a longer lifetime than theirs would outlive them, and bring ended sessions back.
+        config.max_lifetime = self.config.max_lifetime;
+        config.recheck_interval = self.config.recheck_interval;
+        config.redis_grace = self.config.redis_grace;
         let mut next = SessionManager::new_with(config, self.shared.clone());
         next.local = self.local.clone();
         next
