@@ -112,6 +112,7 @@ mod tests {
             host: None,
             path: "/".into(),
             upstreams: vec![],
+            upstream_tls: Default::default(),
             auth: AuthMode::Required,
             providers: vec!["p".into()],
             scopes: scopes.iter().map(|s| s.to_string()).collect(),

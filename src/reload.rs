@@ -103,7 +103,7 @@ pub async fn next_generation(
     let mut routes = config.routes.clone();
     routes.sort_by_key(|r| r.index);
     for route in &routes {
-        upstreams.push(match Upstream::build(route)? {
+        upstreams.push(match Upstream::build(route, &running.resolver)? {
             Ok(single) => single,
             Err(pending) => Upstream::start_pool(pending).await,
         });
@@ -115,6 +115,7 @@ pub async fn next_generation(
         upstreams,
         running.metrics.clone(),
         running.audit.clone(),
+        running.resolver.clone(),
     );
     Ok((next, kept))
 }
@@ -152,6 +153,10 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.listen", a.listen != b.listen),
         ("server.tls", tls(old) != tls(new)),
         ("server.threads", a.threads != b.threads),
+        (
+            "server.resolve_interval",
+            a.resolve_interval != b.resolve_interval,
+        ),
         ("server.admin_listen", a.admin_listen != b.admin_listen),
         (
             "server.admin_token",

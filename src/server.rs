@@ -10,7 +10,7 @@ use crate::oidc::{LoginError, Provider};
 use crate::proxy::{Gateway, Passerelle};
 use crate::routes::RouteTable;
 use crate::session::SessionManager;
-use crate::upstream::{ResolveError, Upstream};
+use crate::upstream::{ResolveError, Resolver, Upstream};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
@@ -154,16 +154,23 @@ pub fn build(
         None => crate::audit::Audit::off(),
     });
 
+    let resolver = background_service(
+        "upstream names",
+        Resolver::new(config.server.resolve_interval),
+    );
+    let resolver_task = resolver.task();
+    server.add_service(resolver);
     let mut upstreams = Vec::new();
     let mut routes_sorted = config.routes.clone();
     routes_sorted.sort_by_key(|r| r.index);
     for route in &routes_sorted {
-        match Upstream::build(route)? {
+        match Upstream::build(route, &resolver_task)? {
             Ok(single) => upstreams.push(single),
             Err(pending) => {
+                let tls = pending.tls();
                 let checks =
                     background_service(&format!("health check route {}", route.index), pending.lb);
-                upstreams.push(Upstream::pool(checks.task(), pending.tls, pending.sni));
+                upstreams.push(Upstream::pool(checks.task(), tls));
                 server.add_service(checks);
             }
         }
@@ -228,6 +235,7 @@ pub fn build(
         upstreams,
         metrics.clone(),
         audit,
+        resolver_task,
     )));
     if let Some(path) = config_path {
         server.add_service(background_service(
@@ -267,6 +275,7 @@ pub(crate) fn generation(
     upstreams: Vec<Upstream>,
     metrics: Arc<Metrics>,
     audit: Arc<crate::audit::Audit>,
+    resolver: Arc<Resolver>,
 ) -> Gateway {
     let providers: BTreeMap<String, Arc<Provider>> = config
         .providers
@@ -289,6 +298,7 @@ pub(crate) fn generation(
         metrics,
         own_cookies: crate::session::cookies::OwnCookieNames::new(&config.session.cookie_name),
         audit,
+        resolver,
         config,
     }
 }

@@ -9,6 +9,7 @@ mod raw;
 mod redis;
 mod route;
 mod secret;
+mod tls_files;
 mod types;
 
 pub use duration::parse_duration;
@@ -538,6 +539,11 @@ impl Validator<'_> {
                 &raw.upstream_timeout,
                 "server.upstream_timeout",
                 Duration::from_secs(60),
+            )?,
+            resolve_interval: self.duration(
+                &raw.resolve_interval,
+                "server.resolve_interval",
+                Duration::from_secs(30),
             )?,
         })
     }

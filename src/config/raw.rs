@@ -50,6 +50,7 @@ pub struct RawServer {
     pub allowed_redirect_hosts: Vec<S<String>>,
     pub log_format: Option<S<String>>,
     pub upstream_timeout: Option<S<String>>,
+    pub resolve_interval: Option<S<String>>,
     pub keepalive_timeout: Option<S<String>>,
     pub max_header_bytes: Option<S<usize>>,
     pub windows_paths: Option<S<bool>>,
@@ -185,6 +186,17 @@ pub struct RawRoute {
     pub cors_allow_preflight: Option<S<bool>>,
     pub cache: Option<S<String>>,
     pub purpose: Option<S<String>>,
+    pub upstream_tls: Option<S<RawUpstreamTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca_file: Option<S<String>>,
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub sni: Option<S<String>>,
+    pub verify_hostname: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,6 +48,24 @@ impl Validator<'_> {
                 parse_upstream(u).or_else(|m| self.err(upstream_span.clone(), key("upstream"), m))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if upstreams.iter().any(|u| u.https != upstreams[0].https) {
+            return self.err(
+                upstream_span,
+                key("upstream"),
+                "mixes http:// and https://: the members of a pool share one scheme",
+            );
+        }
+        let upstream_tls = match &raw.upstream_tls {
+            Some(t) if !upstreams[0].https => {
+                return self.err(
+                    t.span(),
+                    key("upstream_tls"),
+                    "the upstream is http://: write https:// to connect with TLS",
+                )
+            }
+            Some(t) => self.upstream_tls(t.get_ref(), &key("upstream_tls"))?,
+            None => UpstreamTls::default(),
+        };
         let auth = match &raw.auth {
             None => AuthMode::Required,
             Some(a) => match a.get_ref().as_str() {
@@ -192,6 +210,7 @@ impl Validator<'_> {
             host,
             path,
             upstreams,
+            upstream_tls,
             auth,
             providers: route_providers,
             scopes,

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub allowed_redirect_hosts: Vec<HostPattern>,
     pub log_format: LogFormat,
     pub upstream_timeout: Duration,
+    /// How often upstream names are looked up again, so a changed DNS record is followed without a
+    /// restart; zero means never (addresses fixed at start).
+    pub resolve_interval: Duration,
     /// How long a client connection may stay silent between requests, and how long each read of a request's
     /// headers may wait: pingora alone reads the headers of a request after the first without any limit.
     pub keepalive_timeout: Duration,
@@ -462,6 +465,47 @@ impl UpstreamTarget {
     }
 }
 
+/// How a route's https upstream is verified and what it is shown: checked at load, so that nothing in
+/// pingora's TLS code (which panics on a certificate it cannot parse) ever sees a bad file.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// DER certificates trusted for this upstream instead of the system's roots, and the file they came from.
+    pub ca: Option<(String, Vec<Vec<u8>>)>,
+    /// Client certificate chain (leaf first) and private key, for upstreams that require mTLS.
+    pub client: Option<ClientCertificate>,
+    /// The name sent in SNI and verified in the certificate; the upstream URL's host by default.
+    pub sni: Option<String>,
+    /// Off only for an upstream whose certificate names none of the names it is reached by.
+    pub verify_hostname: bool,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            ca: None,
+            client: None,
+            sni: None,
+            verify_hostname: true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ClientCertificate {
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8, SEC1 or PKCS#1 DER.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("chain", &self.chain.len())
+            .field("key", &"***")
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub index: usize,
@@ -469,6 +513,8 @@ pub struct RouteConfig {
     /// Normalised path prefix, starting with `/`.
     pub path: String,
     pub upstreams: Vec<UpstreamTarget>,
+    /// For https upstreams: trust, client certificate, SNI and hostname verification.
+    pub upstream_tls: UpstreamTls,
     pub auth: AuthMode,
     pub providers: Vec<String>,
     pub scopes: BTreeSet<String>,

@@ -49,6 +49,8 @@ pub struct Gateway {
     pub own_cookies: OwnCookieNames,
     /// Shared by every generation: one writer, one file.
     pub audit: Arc<crate::audit::Audit>,
+    /// Shared by every generation: follows the upstream names of those alive.
+    pub resolver: Arc<crate::upstream::Resolver>,
 }
 
 /// Per-request state carried between phases.
@@ -543,6 +545,29 @@ impl Gateway {
             (_, true) => {
                 tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed after the response started; connection closed");
             }
+            (_, false) if is_upstream_tls_failure(e) => {
+                let tls = ctx
+                    .route
+                    .and_then(|i| self.upstreams.get(i))
+                    .and_then(|u| u.tls());
+                tracing::error!(
+                    request_id = %ctx.request_id,
+                    route = ?ctx.route,
+                    sni = tls.map(|t| t.sni()),
+                    ca_file = tls.and_then(|t| t.ca_file()).unwrap_or("system roots"),
+                    verify_hostname = tls.map(|t| t.verifies_hostname()),
+                    error = %e,
+                    "upstream TLS refused: the upstream's certificate is not trusted by this route (upstream_tls.ca_file, sni), or it refused the client certificate"
+                );
+                let page = pages::error_page(
+                    "Connexion au service refusée",
+                    "La connexion sécurisée au service n'a pas pu être établie : un certificat n'a pas été reconnu. L'équipe d'exploitation doit intervenir ; communiquez-lui l'identifiant ci-dessous.",
+                    "The secure connection to the service could not be established: a certificate was not accepted. The operations team must act; give them the identifier below.",
+                    Some(("/", "Revenir à l'accueil")),
+                    &ctx.request_id,
+                );
+                let _ = Reply::html(502, page).send(session).await;
+            }
             (_, false) => {
                 tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed");
                 let (title, message, english) = match code {
@@ -581,6 +606,33 @@ impl Gateway {
         }
         tracing::debug!(request_id = %ctx.request_id, status, error = e.map(|e| e.to_string()), "request done");
     }
+}
+
+/// A handshake with the upstream that failed on trust (its certificate, or ours), rather than on a
+/// network error: the operator has something to fix, and the person is told so.
+/// With TLS 1.3 the upstream refuses a client certificate after the handshake: that arrives as a read
+/// error carrying the upstream's TLS alert.
+fn is_upstream_tls_failure(e: &pingora::Error) -> bool {
+    use pingora::ErrorType::*;
+    if e.esource() != &pingora::ErrorSource::Upstream {
+        return false;
+    }
+    if matches!(
+        e.etype(),
+        TLSHandshakeFailure | InvalidCert | HandshakeError
+    ) {
+        return true;
+    }
+    let root = e.root_cause();
+    let alert = root
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .or_else(|| root.downcast_ref::<rustls::Error>());
+    matches!(
+        alert,
+        Some(rustls::Error::AlertReceived(_) | rustls::Error::InvalidCertificate(_))
+    )
 }
 
 /// Forwarding headers are believed only from trusted proxies; from anyone else they are removed, so

@@ -136,6 +136,7 @@ mod tests {
             host: host.map(|h| HostPattern::parse(h).unwrap()),
             path: normalise_route_prefix(path).unwrap(),
             upstreams: vec![],
+            upstream_tls: Default::default(),
             auth: AuthMode::Required,
             providers: vec![],
             scopes: Default::default(),

@@ -22,6 +22,7 @@ import {
 } from '../support/federation-provider.mjs';
 import { startForwardProxy, VIA } from '../support/forward-proxy.mjs';
 import { stopAfter } from '../support/http.mjs';
+import { makePki } from '../support/pki.mjs';
 import { createPerson, decodeEntities, parseForms } from '../support/person.mjs';
 import { freePort, launchPasserelle, outputName } from '../support/passerelle.mjs';
 import { addresses, configToml, PREFIX, providerToml, tv } from '../support/stack.mjs';
@@ -946,34 +947,6 @@ test('(egress2) egress_proxy down from the start: Passerelle starts, a login is 
   assert.ok(proxy.requests.some((r) => r.method === 'POST' && r.url === pc.discovery.token_endpoint), 'token through the proxy');
   assert.deepEqual(backChannel(pc).filter((c) => c.headers.via !== VIA).map((c) => `${c.method} ${c.path}`), []);
 });
-
-/** A throw-away CA and a server certificate for 127.0.0.1 (openssl CLI); undefined when openssl is missing. */
-async function makePki(t) {
-  const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-pki-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const run = (args) => new Promise((resolve, reject) => {
-    execFile('openssl', args, { cwd: dir }, (e, stdout, stderr) => (e ? reject(Object.assign(e, { stderr })) : resolve(stdout)));
-  });
-  try {
-    await run(['version']);
-  } catch {
-    return undefined;
-  }
-  await writeFile(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n');
-  await run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem',
-    '-days', '2', '-subj', '/CN=Passerelle integration test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  await run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.csr',
-    '-subj', '/CN=127.0.0.1']);
-  await run(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem',
-    '-days', '2', '-extfile', 'server.ext']);
-  return {
-    caFile: path.join(dir, 'ca.pem'),
-    ca: await readFile(path.join(dir, 'ca.pem'), 'utf8'),
-    key: await readFile(path.join(dir, 'server.key'), 'utf8'),
-    cert: await readFile(path.join(dir, 'server.pem'), 'utf8'),
-  };
-}
 
 test('(egress3) https provider (RIE-like): back channel tunnelled through the proxy with CONNECT, private CA from ca_file; without ca_file the certificate is refused', TEST_TIMEOUT, async (t) => {
   const pki = await makePki(t);

@@ -13,11 +13,11 @@ import https from 'node:https';
 /** For polling loops: resolves after `ms` milliseconds. */
 export const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Listen on 127.0.0.1 (`port` 0: any free one); resolves the port listened on. */
-export async function listen(server, port = 0) {
+/** Listen on 127.0.0.1 (`port` 0: any free one; `host` another loopback address); resolves the port listened on. */
+export async function listen(server, port = 0, host = '127.0.0.1') {
   await new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', resolve);
+    server.listen(port, host, resolve);
   });
   return server.address().port;
 }

@@ -112,10 +112,11 @@ function tomlString(toml, section, key) {
  * Spawn the binary (once it is there) with stdout and stderr piped. A spawn error (ENOENT / ETXTBSY while the binary
  * is being replaced) is retried a few times.
  */
-export async function spawnPasserelle(args, { cwd, env }) {
+export async function spawnPasserelle(args, { cwd, env, wrapper = [] }) {
   for (let attempt = 0; ; attempt++) {
     await waitForBinary();
-    const child = spawn(PASSERELLE_BIN, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...rest] = [...wrapper, PASSERELLE_BIN, ...args];
+    const child = spawn(command, rest, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const spawnError = await new Promise((resolve) => {
       child.once('spawn', () => resolve(undefined));
       child.once('error', resolve);
@@ -149,7 +150,7 @@ export async function runPasserelle(args, { cwd, env = {}, unset = [], timeoutMs
  * `passerelle run --config FILE` with this TOML, written to a fresh temporary directory (its working directory,
  * removed by stop()). PASSERELLE_KEY is a fresh session key unless `env` gives one.
  */
-async function runInBackground(toml, { env = {} }) {
+async function runInBackground(toml, { env = {}, wrapper }) {
   const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-test-'));
   const configFile = path.join(dir, 'config.toml');
   await writeFile(configFile, toml, { mode: 0o600 });
@@ -159,7 +160,7 @@ async function runInBackground(toml, { env = {} }) {
     PASSERELLE_KEY: sessionKey(),
     ...env,
   };
-  const child = await spawnPasserelle(['run', '--config', configFile], { cwd: dir, env: childEnv });
+  const child = await spawnPasserelle(['run', '--config', configFile], { cwd: dir, env: childEnv, wrapper });
   let output = '';
   let exited = null;
   child.stdout.on('data', (d) => { output += d; });
@@ -243,9 +244,9 @@ export async function startPasserelle(configToml, opts = {}) {
  * `public_url`: some scenarios test its absence); stopped (SIGINT) by t.after, which keeps the TOML and the output
  * in tests/output/<logName>.log.
  */
-export async function launchPasserelle(t, toml, { adminPort, logName = outputName(t), env = {}, readyTimeoutMs = 30_000 } = {}) {
+export async function launchPasserelle(t, toml, { adminPort, logName = outputName(t), env = {}, readyTimeoutMs = 30_000, wrapper } = {}) {
   assert.ok(adminPort, 'launchPasserelle: adminPort is required');
-  const p = await runInBackground(toml, { env });
+  const p = await runInBackground(toml, { env, wrapper });
   t.after(async () => {
     await p.stop();
     await keepOutput(logName, toml, p.logs());

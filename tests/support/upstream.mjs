@@ -6,6 +6,7 @@
 //   await up.stop();
 
 import http from 'node:http';
+import https from 'node:https';
 
 import { listen, readBody, stopper } from './http.mjs';
 
@@ -41,10 +42,13 @@ function jsonEcho(req, res, record) {
 /**
  * @param {object} [opts]
  * @param {(req, res, record) => void} [opts.answer] writes the answer once the request is recorded (default: JSON echo)
+ * @param {object} [opts.tls] https: node's TLS server options (key, cert, and for mTLS ca + requestCert)
+ * @param {string} [opts.host] a loopback address other than 127.0.0.1
+ * @param {number} [opts.port] a given port (default: any free one)
  */
-export async function startUpstream({ answer = jsonEcho } = {}) {
+export async function startUpstream({ answer = jsonEcho, tls, host = '127.0.0.1', port: wanted = 0 } = {}) {
   const requests = [];
-  const server = http.createServer((req, res) => {
+  const handler = (req, res) => {
     readBody(req).then((body) => {
       const record = {
         method: req.method,
@@ -54,14 +58,22 @@ export async function startUpstream({ answer = jsonEcho } = {}) {
         rawHeaders: [...req.rawHeaders],
         headers: { ...req.headers },
         body,
+        /** over TLS: the client certificate's subject CN, when one was shown */
+        clientCertificate: req.socket.getPeerCertificate?.()?.subject?.CN,
       };
       requests.push(record);
       answer(req, res, record);
     }, () => res.destroy());
-  });
-  const port = await listen(server);
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
+  /** TLS handshakes the server refused (no or wrong client certificate) */
+  const refusedHandshakes = [];
+  server.on('tlsClientError', (e) => refusedHandshakes.push(e.code || e.message));
+  const port = await listen(server, wanted, host);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${tls ? 'https' : 'http'}://${host}:${port}`,
+    host,
+    refusedHandshakes,
     port,
     requests,
     /** the last request received, or undefined */
