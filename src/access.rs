@@ -113,6 +113,7 @@ mod tests {
             path: "/".into(),
             upstreams: vec![],
             upstream_tls: Default::default(),
+            assertion: None,
             auth: AuthMode::Required,
             providers: vec!["p".into()],
             scopes: scopes.iter().map(|s| s.to_string()).collect(),

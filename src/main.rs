@@ -54,7 +54,12 @@ enum Command {
         online: bool,
     },
     /// Print a fresh session key (32 random bytes, base64).
-    Keygen,
+    Keygen {
+        /// A P-256 private key (PKCS#8 PEM) for `[assertion] keys` instead: it signs the identity
+        /// assertions of routes with `assertion`.
+        #[arg(long)]
+        assertion: bool,
+    },
     /// Print the register of processing: for each route, the app it protects, its purpose, and every
     /// claim its app receives under which header name (Markdown, or JSON with --json).
     Register {
@@ -102,7 +107,20 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::Keygen), _) => {
+        (Some(Command::Keygen { assertion: true }), _) => {
+            match passerelle::identity::assertion::generate_key_pem() {
+                Ok(pem) => {
+                    print!("{pem}");
+                    eprintln!("Save it readable by Passerelle only (chmod 600), then: [assertion] keys = [\"file:/etc/passerelle/assertion.pem\"]");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (Some(Command::Keygen { assertion: false }), _) => {
             let mut key = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));

@@ -59,6 +59,17 @@ pub struct Route {
     pub require: Vec<Rule>,
     /// Required authentication levels, if any.
     pub acr: Vec<String>,
+    /// The signed assertion the upstream receives besides the headers, if the route makes one.
+    pub assertion: Option<Assertion>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Assertion {
+    pub header: String,
+    pub audience: String,
+    pub ttl_seconds: u64,
+    /// `sub`, then the claims the route maps to headers.
+    pub claims: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -228,6 +239,20 @@ impl Route {
                 .as_ref()
                 .map(|a| a.values.clone())
                 .unwrap_or_default(),
+            assertion: route.assertion.as_ref().map(|a| {
+                let mut claims = vec!["sub".to_string()];
+                for (_, claim) in &route.headers {
+                    if !claims.contains(claim) {
+                        claims.push(claim.clone());
+                    }
+                }
+                Assertion {
+                    header: a.header.as_str().to_string(),
+                    audience: a.audience.clone(),
+                    ttl_seconds: a.ttl.as_secs(),
+                    claims,
+                }
+            }),
         }
     }
 
@@ -279,6 +304,16 @@ impl Route {
                 "- Règle d'accès sur `{}` (lue, non transmise) : {}",
                 rule.claim,
                 cell(&rule.allowed.join(", "))
+            );
+        }
+        if let Some(a) = &self.assertion {
+            let _ = writeln!(
+                out,
+                "- Assertion d'identité signée (JWT ES256) : en-tête `{}`, destinataire (`aud`) {}, valable {} s, données signées : {}",
+                cell(&a.header),
+                cell(&a.audience),
+                a.ttl_seconds,
+                cell(&a.claims.join(", "))
             );
         }
         let released: BTreeSet<&str> = self.released.iter().map(|r| r.claim.as_str()).collect();

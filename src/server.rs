@@ -282,11 +282,28 @@ pub(crate) fn generation(
         .iter()
         .map(|p| (p.name.clone(), Arc::new(Provider::new(p.clone()))))
         .collect();
-    let header_names = config
-        .routes
-        .iter()
-        .flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str().to_string()));
+    let header_names = config.routes.iter().flat_map(|r| {
+        r.headers
+            .iter()
+            .map(|(h, _)| h)
+            .chain(r.assertion.as_ref().map(|a| &a.header))
+            .map(|h| h.as_str().to_string())
+    });
+    // The keys were loaded by the configuration check: this cannot fail short of a bug, and a route
+    // with an assertion then answers 500 rather than forward without it.
+    let issuer = config
+        .server
+        .public_url
+        .as_ref()
+        .map(|u| u.origin().to_string())
+        .unwrap_or_default();
+    let signer = crate::identity::assertion::Signer::new(&config.assertion_keys, &issuer)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "identity assertions disabled");
+            None
+        });
     Gateway {
+        signer,
         routes: RouteTable::new(config.routes.clone(), config.server.path_reading),
         providers,
         sessions,

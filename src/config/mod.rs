@@ -3,6 +3,7 @@
 //! Two layers, as in river: [`raw`] mirrors the file, [`types`] is what the program uses. Every error
 //! names the file, the line and the key, because the person reading it is an operator at 2 a.m.
 
+mod assertion;
 mod duration;
 mod provider;
 mod raw;
@@ -154,9 +155,17 @@ impl Validator<'_> {
             Some(echo) => Some(self.socket_addr(&echo.get_ref().listen, "echo.listen")?),
             None => None,
         };
+        let assertion_keys = match &raw.assertion {
+            Some(a) => self.assertion_keys(a)?,
+            None => Vec::new(),
+        };
+        let signing = assertion::Signing {
+            keys: !assertion_keys.is_empty(),
+            issuer: server.public_url.is_some(),
+        };
         let mut routes = Vec::new();
         for (index, route) in raw.route.into_iter().enumerate() {
-            routes.push(self.route(index, route, &providers, server.header_encoding)?);
+            routes.push(self.route(index, route, &providers, server.header_encoding, signing)?);
         }
         if routes.is_empty() {
             return self.err(
@@ -193,6 +202,7 @@ impl Validator<'_> {
             routes,
             echo,
             audit,
+            assertion_keys,
         })
     }
 

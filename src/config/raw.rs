@@ -21,6 +21,21 @@ pub struct RawConfig {
     pub route: Vec<S<RawRoute>>,
     pub echo: Option<S<RawEcho>>,
     pub audit: Option<S<RawAudit>>,
+    pub assertion: Option<S<RawAssertionKeys>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertionKeys {
+    pub keys: S<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteAssertion {
+    pub header: Option<S<String>>,
+    pub audience: Option<S<String>>,
+    pub ttl: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +202,7 @@ pub struct RawRoute {
     pub cache: Option<S<String>>,
     pub purpose: Option<S<String>>,
     pub upstream_tls: Option<S<RawUpstreamTls>>,
+    pub assertion: Option<S<RawRouteAssertion>>,
 }
 
 #[derive(Debug, Deserialize)]

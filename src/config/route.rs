@@ -15,6 +15,7 @@ impl Validator<'_> {
         raw: S<RawRoute>,
         providers: &[Arc<ProviderConfig>],
         default_encoding: HeaderEncoding,
+        signing: super::assertion::Signing,
     ) -> Result<RouteConfig, ConfigError> {
         let span = raw.span();
         let raw = raw.into_inner();
@@ -203,7 +204,25 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let assertion = match &raw.assertion {
+            Some(a) => {
+                let assertion = self.route_assertion(a, &key("assertion"), auth, signing)?;
+                if headers.iter().any(|(h, _)| h == assertion.header) {
+                    return self.err(
+                        a.span(),
+                        key("assertion.header"),
+                        format!(
+                            "`{}` already carries a claim in route.headers",
+                            assertion.header
+                        ),
+                    );
+                }
+                Some(assertion)
+            }
+            None => None,
+        };
         Ok(RouteConfig {
+            assertion,
             purpose,
             cache,
             index,

@@ -19,6 +19,26 @@ pub struct Config {
     pub echo: Option<SocketAddr>,
     /// `None`: no audit trail.
     pub audit: Option<AuditConfig>,
+    /// `[assertion] keys`: the first signs the routes' identity assertions, all are published.
+    pub assertion_keys: Vec<AssertionKey>,
+}
+
+/// A P-256 private key (PKCS#8 DER), checked to load when the configuration was read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AssertionKey(pub Vec<u8>);
+
+impl std::fmt::Debug for AssertionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AssertionKey(***)")
+    }
+}
+
+/// `route.assertion`: a signed JWT of what the route releases, for apps that verify rather than trust.
+#[derive(Debug, Clone)]
+pub struct RouteAssertion {
+    pub header: http::HeaderName,
+    pub audience: String,
+    pub ttl: Duration,
 }
 
 /// A validated `[audit]` table.
@@ -515,6 +535,7 @@ pub struct RouteConfig {
     pub upstreams: Vec<UpstreamTarget>,
     /// For https upstreams: trust, client certificate, SNI and hostname verification.
     pub upstream_tls: UpstreamTls,
+    pub assertion: Option<RouteAssertion>,
     pub auth: AuthMode,
     pub providers: Vec<String>,
     pub scopes: BTreeSet<String>,

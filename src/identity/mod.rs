@@ -1,5 +1,6 @@
 //! The user's identity: claim normalisation, scope rules, and the headers an upstream receives.
 
+pub mod assertion;
 pub mod headers;
 pub mod normalise;
 pub mod scopes;

@@ -35,6 +35,11 @@ pub async fn handle(
         "/logged-out" => logged_out(gw, info),
         "/userinfo" => userinfo(gw, info).await,
         "/auth" => super::forward_auth::forward_auth(gw, info, req).await,
+        // Short-lived in caches: a rotation publishes the next key a reload before it signs.
+        "/jwks.json" if gw.signer.is_some() => Reply::public_json(
+            gw.signer.as_ref().map(|s| s.jwks()).unwrap_or_default(),
+            300,
+        ),
         _ => Reply::html(
             404,
             pages::error_page(

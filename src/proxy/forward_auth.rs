@@ -153,6 +153,12 @@ pub async fn forward_auth(gw: &Gateway, info: &RequestInfo, req: &RequestHeader)
     {
         reply = reply.header_value(name.clone(), value.clone());
     }
+    if let Some(assertion) = &route.assertion {
+        match gw.assertion(route, assertion, &session) {
+            Some(value) => reply = reply.header_value(assertion.header.clone(), value),
+            None => return Reply::text(500, "identity assertion unavailable"),
+        }
+    }
     if refresh {
         let mut updated = (*session).clone();
         updated.last_seen = now();

@@ -19,7 +19,7 @@ pub use service::Passerelle;
 
 use crate::access::{self, Refusal};
 use crate::admin::Metrics;
-use crate::config::{AuthMode, Config, ProviderConfig};
+use crate::config::{AuthMode, Config, ProviderConfig, RouteConfig};
 use crate::identity::{render_headers, IdentityHeaderFilter};
 use crate::oidc::Provider;
 use crate::pages;
@@ -51,6 +51,8 @@ pub struct Gateway {
     pub audit: Arc<crate::audit::Audit>,
     /// Shared by every generation: follows the upstream names of those alive.
     pub resolver: Arc<crate::upstream::Resolver>,
+    /// Signs `route.assertion`; `None` without `[assertion] keys`.
+    pub signer: Option<crate::identity::assertion::Signer>,
 }
 
 /// Per-request state carried between phases.
@@ -464,7 +466,38 @@ impl Gateway {
         for (name, value) in rendered.iter() {
             upstream.insert_header(name.clone(), value.clone())?;
         }
+        if let Some(assertion) = &route.assertion {
+            let value = self.assertion(route, assertion, session).ok_or_else(|| {
+                pingora::Error::explain(
+                    pingora::ErrorType::InternalError,
+                    "the route's identity assertion cannot be signed",
+                )
+            })?;
+            upstream.insert_header(assertion.header.clone(), value)?;
+        }
         Ok(())
+    }
+
+    /// The session's assertion for `route`, signed at most once per half lifetime.
+    pub(crate) fn assertion(
+        &self,
+        route: &RouteConfig,
+        assertion: &crate::config::RouteAssertion,
+        session: &Session,
+    ) -> Option<http::HeaderValue> {
+        let signer = self.signer.as_ref()?;
+        let now = crate::session::now();
+        session
+            .rendered
+            .get_or_sign(route.index, now, assertion.ttl.as_secs(), || {
+                match signer.sign(route, assertion, &session.claims, now) {
+                    Ok((token, exp)) => Some((http::HeaderValue::try_from(token).ok()?, exp)),
+                    Err(e) => {
+                        tracing::error!(error = %e, route = route.index, "identity assertion not signed");
+                        None
+                    }
+                }
+            })
     }
 
     /// A refused connection to one member of a pool is retried on another before the health check has

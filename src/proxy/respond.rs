@@ -46,6 +46,15 @@ impl Reply {
             .header("X-Content-Type-Options", "nosniff".into())
     }
 
+    /// A public document (the assertion keys): cacheable, readable from any origin.
+    pub fn public_json(body: Bytes, max_age: u32) -> Self {
+        Reply::new(200, body)
+            .header("Content-Type", "application/jwk-set+json".into())
+            .header("Cache-Control", format!("public, max-age={max_age}"))
+            .header("Access-Control-Allow-Origin", "*".into())
+            .header("X-Content-Type-Options", "nosniff".into())
+    }
+
     pub fn text(status: u16, text: &str) -> Self {
         Reply::new(status, text.to_string())
             .header("Content-Type", "text/plain; charset=utf-8".into())

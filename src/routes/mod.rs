@@ -137,6 +137,7 @@ mod tests {
             path: normalise_route_prefix(path).unwrap(),
             upstreams: vec![],
             upstream_tls: Default::default(),
+            assertion: None,
             auth: AuthMode::Required,
             providers: vec![],
             scopes: Default::default(),

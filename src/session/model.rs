@@ -24,9 +24,14 @@ pub fn now_us() -> u64 {
 pub type HeaderList = std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>;
 
 /// Identity headers already rendered for a route, kept beside the decoded (and cached) session so a
-/// request reuses them instead of re-encoding every claim. Never serialised.
+/// request reuses them instead of re-encoding every claim; and the route's signed assertion while more than
+/// half its lifetime remains, so a page's many requests cost one signature. Never serialised.
 #[derive(Default)]
-pub struct RenderedHeaders(std::sync::Mutex<Vec<(usize, HeaderList)>>);
+pub struct RenderedHeaders {
+    headers: std::sync::Mutex<Vec<(usize, HeaderList)>>,
+    /// Route, assertion, its `exp`.
+    assertions: std::sync::Mutex<Vec<(usize, http::HeaderValue, u64)>>,
+}
 
 impl RenderedHeaders {
     pub fn get_or_render(
@@ -34,7 +39,7 @@ impl RenderedHeaders {
         route: usize,
         render: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>,
     ) -> HeaderList {
-        let mut cached = match self.0.lock() {
+        let mut cached = match self.headers.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -44,6 +49,28 @@ impl RenderedHeaders {
         let headers: HeaderList = render().into();
         cached.push((route, headers.clone()));
         headers
+    }
+
+    /// The route's assertion, signed again once less than half of `ttl` (seconds) remains.
+    pub fn get_or_sign(
+        &self,
+        route: usize,
+        now: u64,
+        ttl: u64,
+        sign: impl FnOnce() -> Option<(http::HeaderValue, u64)>,
+    ) -> Option<http::HeaderValue> {
+        let mut cached = match self.assertions.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let fresh = |exp: u64| exp > now + ttl / 2;
+        if let Some((_, value, _)) = cached.iter().find(|(r, _, exp)| *r == route && fresh(*exp)) {
+            return Some(value.clone());
+        }
+        let (value, exp) = sign()?;
+        cached.retain(|(r, _, _)| *r != route);
+        cached.push((route, value.clone(), exp));
+        Some(value)
     }
 }
 
