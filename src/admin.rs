@@ -141,11 +141,16 @@ pub struct Admin {
     pub audit: Arc<crate::audit::Audit>,
     pub shared: Option<Arc<Shared>>,
     pub token: Option<Secret>,
-    /// Provider names: a subject is looked up under each.
-    pub providers: Vec<String>,
+    /// The running configuration: a subject is looked up under each of its providers, those a reload
+    /// added included.
+    pub gateway: Arc<arc_swap::ArcSwap<crate::proxy::Gateway>>,
 }
 
 impl Admin {
+    fn providers(&self) -> Vec<String> {
+        self.gateway.load().providers.keys().cloned().collect()
+    }
+
     /// Ready while Redis answers, and while it has failed for less than `session.redis_grace`: every
     /// replica sees the same Redis, and an orchestrator that unreadied them all at the first failed
     /// PING would turn the grace the sessions get into an outage.
@@ -241,7 +246,7 @@ listener {addr}: not accepting yet
         ));
         if shared.config.store == crate::config::SessionStore::Redis {
             out.push_str("# HELP passerelle_sessions_active Live server-side sessions, by provider.\n# TYPE passerelle_sessions_active gauge\n");
-            for p in &self.providers {
+            for p in &self.providers() {
                 if let Ok(n) = shared.active(p).await {
                     out.push_str(&format!(
                         "passerelle_sessions_active{{provider=\"{p}\"}} {n}\n"
@@ -295,10 +300,11 @@ listener {addr}: not accepting yet
                 _ => None,
             }
         };
+        let known = self.providers();
         let providers: Vec<String> = match param("provider") {
-            Some(p) if self.providers.contains(&p) => vec![p],
+            Some(p) if known.contains(&p) => vec![p],
             Some(_) => return json(400, serde_json::json!({"error": "unknown provider"})),
-            None => self.providers.clone(),
+            None => known,
         };
         let method = session.req_header().method.clone();
         let result = match (path, method.as_str(), param("sub"), param("id")) {
@@ -308,30 +314,59 @@ listener {addr}: not accepting yet
                 .map(|list| json(200, serde_json::json!({ "sessions": list }))),
             ("/sessions/revoke", "POST", Some(sub), None) => {
                 tracing::info!(target: "audit", providers = ?providers, "session API: revoke every session of a subject");
-                self.audit.write(
-                    crate::audit::Event::new(crate::audit::Kind::SessionRevoked, "admin")
-                        .subject(&sub)
-                        .reason(&format!("session API, providers: {}", providers.join(", "))),
-                );
-                shared
-                    .revoke_subject(&providers, &sub, Cause::Admin)
-                    .await
-                    .map(|n| json(200, serde_json::json!({ "revoked": n })))
+                // One provider at a time, each audited with its outcome: the subject's pseudonym is keyed by
+                // provider, so it then matches that of the logins it ends.
+                let mut revoked = 0;
+                let mut failed = None;
+                for p in &providers {
+                    let outcome = shared
+                        .revoke_subject(std::slice::from_ref(p), &sub, Cause::Admin)
+                        .await;
+                    let reason = match &outcome {
+                        Ok(n) => format!("session API: {n} session(s) ended"),
+                        Err(_) => "session API: the store did not answer".to_string(),
+                    };
+                    self.audit.write(
+                        crate::audit::Event::new(crate::audit::Kind::SessionRevoked, "admin")
+                            .provider(p)
+                            .subject(&sub)
+                            .reason(&reason),
+                    );
+                    match outcome {
+                        Ok(n) => revoked += n,
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(json(200, serde_json::json!({ "revoked": revoked }))),
+                }
             }
             ("/sessions/revoke", "POST", None, Some(id)) if id.len() <= 64 => {
                 tracing::info!(target: "audit", session = %id, "session API: revoke one session");
-                self.audit.write(
-                    crate::audit::Event::new(crate::audit::Kind::SessionRevoked, "admin")
-                        .session_id(&id)
-                        .reason("session API"),
-                );
+                let event = crate::audit::Event::new(crate::audit::Kind::SessionRevoked, "admin")
+                    .session_id(&id);
                 match shared.meta(&id).await {
                     // Unknown, expired or already revoked: nothing to end.
-                    Ok(None) => Ok(json(200, serde_json::json!({ "revoked": 0 }))),
-                    Ok(Some(meta)) => shared
-                        .revoke(&id, &meta.provider, meta.expires, Cause::Admin)
-                        .await
-                        .map(|()| json(200, serde_json::json!({ "revoked": 1 }))),
+                    Ok(None) => {
+                        self.audit
+                            .write(event.reason("session API: no such live session"));
+                        Ok(json(200, serde_json::json!({ "revoked": 0 })))
+                    }
+                    Ok(Some(meta)) => {
+                        let outcome = shared
+                            .revoke(&id, &meta.provider, meta.expires, Cause::Admin)
+                            .await;
+                        self.audit
+                            .write(event.provider(&meta.provider).reason(match &outcome {
+                                Ok(()) => "session API: 1 session ended",
+                                Err(_) => "session API: the store did not answer",
+                            }));
+                        outcome.map(|()| json(200, serde_json::json!({ "revoked": 1 })))
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -365,7 +400,11 @@ impl ServeHttp for Admin {
                     labelled(
                         "passerelle_audit_events_total",
                         "Audit events queued for the trail, and dropped (queue full or writer down).",
-                        [("written", &self.audit.written), ("dropped", &self.audit.dropped)]
+                        [
+                            ("written", &self.audit.written),
+                            ("dropped", &self.audit.dropped),
+                            ("suppressed", &self.audit.suppressed),
+                        ]
                             .into_iter(),
                     ),
                     self.store_metrics().await,

@@ -17,6 +17,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
 
 /// Lines waiting for the writer; beyond, lines are dropped and counted.
 const QUEUE: usize = 16_384;
@@ -177,7 +178,16 @@ pub struct Audit {
     pseudonym_key: Option<Vec<u8>>,
     pub dropped: AtomicU64,
     pub written: AtomicU64,
+    /// Events a client caused beyond [`PER_CLIENT_PER_MINUTE`]: counted, not written.
+    pub suppressed: AtomicU64,
+    /// Per client address, the events it caused in the current minute.
+    recent: moka::sync::Cache<IpAddr, Arc<AtomicU64>>,
 }
+
+/// Failed logins and refusals are events anyone can cause at will (a forged callback costs one
+/// request): past this many a minute from one address, the rest are counted only, so a flood cannot push
+/// everyone else's events out of the queue.
+pub const PER_CLIENT_PER_MINUTE: u64 = 30;
 
 impl Audit {
     pub fn off() -> Self {
@@ -187,6 +197,11 @@ impl Audit {
             pseudonym_key: None,
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            recent: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
         }
     }
 
@@ -248,6 +263,28 @@ impl Audit {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// An event a client can cause at will: written while its address stays under
+    /// [`PER_CLIENT_PER_MINUTE`], counted as suppressed past it.
+    pub fn write_limited(&self, event: Event, client: Option<IpAddr>) {
+        if !self.enabled() {
+            return;
+        }
+        if let Some(ip) = client {
+            let count = self
+                .recent
+                .get_with(ip, || Arc::new(AtomicU64::new(0)))
+                .fetch_add(1, Ordering::Relaxed);
+            if count >= PER_CLIENT_PER_MINUTE {
+                if count == PER_CLIENT_PER_MINUTE {
+                    tracing::warn!(client = %ip, "audit: more than {PER_CLIENT_PER_MINUTE} failures a minute from one client; the rest of this minute's are counted, not written");
+                }
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.write(event);
     }
 
     /// The subject as the operational log may show it: its pseudonym when the audit trail pseudonymises,

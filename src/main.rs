@@ -203,7 +203,9 @@ fn check(path: &std::path::Path, online: bool) -> ExitCode {
             }
             if found.unreachable.is_empty() && found.mismatches.is_empty() {
                 let via = match &sheet.provider.egress_proxy {
-                    Some(proxy) => format!(" through egress proxy {proxy}"),
+                    Some(proxy) => {
+                        format!(" through egress proxy {}", config::printable_url(proxy))
+                    }
                     None => String::new(),
                 };
                 println!(

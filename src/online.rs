@@ -64,12 +64,15 @@ pub async fn check_provider(config: &Config, sheet: &Sheet<'_>) -> Findings {
             if let Err(reason) = reach_proxy(proxy).await {
                 findings.unreachable.push(HopError::EgressProxy {
                     provider: p.name.clone(),
-                    proxy: proxy.clone(),
+                    proxy: crate::config::printable_url(proxy),
                     reason,
                 });
                 return findings;
             }
-            format!(" through egress proxy {proxy}")
+            format!(
+                " through egress proxy {}",
+                crate::config::printable_url(proxy)
+            )
         }
         None => String::new(),
     };

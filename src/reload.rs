@@ -23,6 +23,8 @@ pub enum ReloadError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    #[error("the upstreams could not be built: {0}")]
+    Internal(String),
 }
 
 pub struct Reloader {
@@ -99,11 +101,21 @@ pub async fn next_generation(
     config: Config,
 ) -> Result<(Gateway, Vec<&'static str>), ReloadError> {
     let kept = unappliable_changes(&running.config, &config);
-    let mut upstreams = Vec::with_capacity(config.routes.len());
     let mut routes = config.routes.clone();
     routes.sort_by_key(|r| r.index);
-    for route in &routes {
-        upstreams.push(match Upstream::build(route, &running.resolver)? {
+    // The names are looked up with the system's resolver, which blocks: off the runtime's workers.
+    let resolver = running.resolver.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        routes
+            .iter()
+            .map(|route| Upstream::build(route, &resolver))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ReloadError::Internal(e.to_string()))??;
+    let mut upstreams = Vec::with_capacity(built.len());
+    for b in built {
+        upstreams.push(match b {
             Ok(single) => single,
             Err(pending) => Upstream::start_pool(pending).await,
         });
@@ -140,7 +152,7 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|t| (t.cert.clone(), t.key.clone()))
     };
-    let redis = |c: &Config| format!("{:?} {:?}", c.session.store, c.session.redis);
+    let redis = |c: &Config| (c.session.store, c.session.redis.clone());
     let audit = |c: &Config| {
         c.audit.as_ref().map(|a| {
             (
@@ -199,4 +211,23 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     .filter(|(_, changed)| *changed)
     .map(|(name, _)| name)
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(redis_password: &str) -> Config {
+        let toml = format!(
+            "[session]\nkeys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\nstore = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\npassword = \"{redis_password}\"\n[[route]]\nupstream = \"http://127.0.0.1:1\"\nauth = \"public\"\n"
+        );
+        crate::config::parse(&toml, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn a_changed_redis_password_is_reported_without_being_shown() {
+        let changes = unappliable_changes(&config("first-password"), &config("second-password"));
+        assert_eq!(changes, vec!["session.store / session.redis"]);
+        assert!(unappliable_changes(&config("same"), &config("same")).is_empty());
+    }
 }

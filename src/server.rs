@@ -60,7 +60,7 @@ pub fn preflight(config: &Config) -> Result<(), StartError> {
                 Ok(()) => tracing::info!(provider = %p.name, issuer = %p.issuer, "provider discovered"),
                 Err(e @ LoginError::IssuerMismatch { .. }) => return Err(StartError::Provider { provider: p.name.clone(), source: e }),
                 Err(e) => match &p.egress_proxy {
-                    Some(proxy) => tracing::warn!(provider = %p.name, egress_proxy = %proxy, error = %e, "provider not reachable through its egress proxy yet; will retry at the first login (`check --online` says which hop fails)"),
+                    Some(proxy) => tracing::warn!(provider = %p.name, egress_proxy = %crate::config::printable_url(proxy), error = %e, "provider not reachable through its egress proxy yet; will retry at the first login (`check --online` says which hop fails)"),
                     None => tracing::warn!(provider = %p.name, error = %e, "provider not reachable yet; will retry at the first login (`check --online` says which hop fails)"),
                 },
             }
@@ -212,6 +212,14 @@ pub fn build(
             RevocationListener(shared),
         ));
     }
+    let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation(
+        config.clone(),
+        sessions,
+        upstreams,
+        metrics.clone(),
+        audit.clone(),
+        resolver_task,
+    )));
     if let Some(admin) = config.server.admin_listen {
         let mut service = Service::new(
             "admin".into(),
@@ -219,9 +227,9 @@ pub fn build(
                 listen: config.server.listen.clone(),
                 metrics: metrics.clone(),
                 audit: audit.clone(),
-                shared: sessions.shared.clone(),
+                shared: current.load().sessions.shared.clone(),
                 token: config.server.admin_token.clone(),
-                providers: config.providers.iter().map(|p| p.name.clone()).collect(),
+                gateway: current.clone(),
             }),
         );
         service.add_tcp(&admin.to_string());
@@ -229,14 +237,6 @@ pub fn build(
         listening(server.add_service(service));
     }
 
-    let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation(
-        config.clone(),
-        sessions,
-        upstreams,
-        metrics.clone(),
-        audit,
-        resolver_task,
-    )));
     if let Some(path) = config_path {
         server.add_service(background_service(
             "configuration reload",

@@ -18,6 +18,7 @@ pub(super) struct Signing {
 
 /// Longer would make a stolen assertion worth replaying; apps see a fresh one well before it expires.
 const MAX_TTL: Duration = Duration::from_secs(3600);
+const MIN_TTL: Duration = Duration::from_secs(10);
 
 impl Validator<'_> {
     pub(super) fn assertion_keys(
@@ -95,7 +96,7 @@ impl Validator<'_> {
             Some(h) => {
                 let name = http::HeaderName::from_bytes(h.get_ref().as_bytes())
                     .or_else(|_| self.err(h.span(), sub("header"), "not a valid header name"))?;
-                if is_reserved_header(name.as_str()) {
+                if is_reserved_header(name.as_str()) || name == http::header::AUTHORIZATION {
                     return self.err(
                         h.span(),
                         sub("header"),
@@ -107,22 +108,28 @@ impl Validator<'_> {
             None => http::HeaderName::from_static("x-passerelle-assertion"),
         };
         let audience = match &r.audience {
-            Some(a) if !a.get_ref().trim().is_empty() && !a.get_ref().chars().any(char::is_control) => {
-                a.get_ref().trim().to_string()
+            Some(a) if a.get_ref().chars().any(char::is_control) => {
+                return self.err(a.span(), sub("audience"), "holds a control character")
             }
-            Some(a) => return self.err(a.span(), sub("audience"), "empty: the name the app checks in `aud`"),
+            Some(a) if !a.get_ref().trim().is_empty() => a.get_ref().trim().to_string(),
+            Some(a) => {
+                return self.err(a.span(), sub("audience"), "empty: the name the app checks in `aud`")
+            }
             None => {
                 return self.err(raw.span(), sub("audience"), "required: the name the app checks in `aud` (its URL, say), so an assertion made for one app is refused by another")
             }
         };
         let ttl = self.positive_duration(&r.ttl, &sub("ttl"), Duration::from_secs(60))?;
-        if ttl > MAX_TTL {
-            if let Some(t) = &r.ttl {
+        if let Some(t) = &r.ttl {
+            if ttl > MAX_TTL {
                 return self.err(
                     t.span(),
                     sub("ttl"),
                     "at most 1h: a new assertion is made as soon as half of it has passed",
                 );
+            }
+            if ttl < MIN_TTL || ttl.subsec_nanos() != 0 {
+                return self.err(t.span(), sub("ttl"), "whole seconds, at least 10s: `exp` counts in seconds, and a shorter life would have assertions expire on the way");
             }
         }
         Ok(RouteAssertion {

@@ -14,7 +14,7 @@ mod tls_files;
 mod types;
 
 pub use duration::parse_duration;
-pub use provider::{nc_connect_issuer, proconnect_issuer, PROCONNECT_SCOPES};
+pub use provider::{nc_connect_issuer, printable_url, proconnect_issuer, PROCONNECT_SCOPES};
 pub use secret::{resolve_secret, Secret};
 pub use types::*;
 

@@ -527,3 +527,31 @@ mod tests {
         );
     }
 }
+
+/// A proxy URL as it may be printed: its credentials, if any, replaced by `***`.
+pub fn printable_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("***");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Ok(_) => text.to_string(),
+        Err(_) => "(not a URL)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn credentials_never_printed() {
+        assert_eq!(
+            super::printable_url("http://agent:s3cret@proxy.rie.example:3128"),
+            "http://***@proxy.rie.example:3128/"
+        );
+        assert_eq!(
+            super::printable_url("http://proxy.rie.example:3128"),
+            "http://proxy.rie.example:3128"
+        );
+    }
+}

@@ -67,6 +67,16 @@ impl Validator<'_> {
             Some(t) => self.upstream_tls(t.get_ref(), &key("upstream_tls"))?,
             None => UpstreamTls::default(),
         };
+        if upstreams[0].https
+            && upstream_tls.sni.is_none()
+            && upstreams.iter().any(|u| u.host != upstreams[0].host)
+        {
+            return self.err(
+                upstream_span,
+                key("upstream"),
+                "the members of this https pool have different hosts: name the one their certificates hold with `upstream_tls.sni`",
+            );
+        }
         let auth = match &raw.auth {
             None => AuthMode::Required,
             Some(a) => match a.get_ref().as_str() {

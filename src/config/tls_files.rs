@@ -65,6 +65,14 @@ impl Validator<'_> {
                         )
                     })?;
                 let key_bytes = key_der.secret_der().to_vec();
+                // As pingora will read it, or it would unwrap a failure on the first connection.
+                if PrivateKeyDer::try_from(key_bytes.clone()).is_err() {
+                    return self.err(
+                        k.span(),
+                        sub("key"),
+                        "a private key of a kind the TLS library cannot use",
+                    );
+                }
                 let provider = rustls::crypto::ring::default_provider();
                 rustls::sign::CertifiedKey::from_der(
                     chain.iter().cloned().map(CertificateDer::from).collect(),
@@ -98,11 +106,20 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let verify_hostname = match &raw.verify_hostname {
+            // Against the system's roots, any public certificate for any name would do: anyone on the
+            // path could present one of their own.
+            Some(v) if !*v.get_ref() && ca.is_none() => {
+                return self.err(v.span(), sub("verify_hostname"), "false only with `ca_file`: against the system's roots, any publicly trusted certificate for any name would be accepted")
+            }
+            Some(v) => *v.get_ref(),
+            None => true,
+        };
         Ok(UpstreamTls {
             ca,
             client,
             sni,
-            verify_hostname: raw.verify_hostname.as_ref().is_none_or(|v| *v.get_ref()),
+            verify_hostname,
         })
     }
 

@@ -221,8 +221,8 @@ pub enum SessionStore {
     Redis,
 }
 
-/// A validated `[session.redis]` table.
-#[derive(Debug, Clone)]
+/// A validated `[session.redis]` table. Compared on reload, secrets included (their `Debug` hides them).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     pub target: RedisTarget,
     pub username: Option<Secret>,

@@ -541,7 +541,7 @@ fn login_failure(
     if let Some(p) = provider {
         event = event.provider(p.name());
     }
-    gw.audit.write(event);
+    gw.audit.write_limited(event, ctx.peer);
     let retry = match provider {
         Some(p) => format!(
             "{}/login?provider={}&rd={}",

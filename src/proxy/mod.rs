@@ -205,7 +205,7 @@ impl Gateway {
                 .header("WWW-Authenticate", "Passerelle error=\"insufficient_scope\"".to_string()),
             Refusal::Insufficient => {
                 tracing::warn!(request_id = %ctx.request_id, session = %s.id, route = route.index, "access refused: the provider did not grant what the route needs");
-                self.audit.write(self.audit_event(crate::audit::Kind::AccessRefused, ctx).session(s).route(route).reason("insufficient: the provider did not grant what the route needs"));
+                self.audit.write_limited(self.audit_event(crate::audit::Kind::AccessRefused, ctx).session(s).route(route).reason("insufficient: the provider did not grant what the route needs"), ctx.peer);
                 Reply::html(403, pages::error_page(
                     "Accès impossible",
                     "Ce service a besoin d'informations ou d'un niveau d'authentification que votre fournisseur d'identité n'a pas transmis. Reconnectez-vous avec un autre compte ou contactez l'assistance.",
@@ -216,7 +216,7 @@ impl Gateway {
             }
             Refusal::Forbidden(rule) => {
                 tracing::warn!(request_id = %ctx.request_id, session = %s.id, route = route.index, rule, "access refused by a require rule");
-                self.audit.write(self.audit_event(crate::audit::Kind::AccessRefused, ctx).session(s).route(route).reason(&format!("require.{rule}")));
+                self.audit.write_limited(self.audit_event(crate::audit::Kind::AccessRefused, ctx).session(s).route(route).reason(&format!("require.{rule}")), ctx.peer);
                 Reply::html(403, pages::error_page(
                     "Accès refusé",
                     "Votre compte n'est pas autorisé à accéder à ce service (organisation, domaine de messagerie ou profil non admis). Si vous pensez que c'est une erreur, contactez l'assistance du service.",

@@ -67,7 +67,7 @@ impl Upstream {
                 tls,
             }));
         }
-        let discovery = resolve::PoolDiscovery::new(route)?;
+        let discovery = resolve::PoolDiscovery::new(route, !resolver.interval().is_zero())?;
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
         // The first discovery answers with the addresses just resolved, without waiting.
         use futures_util::FutureExt;
@@ -84,11 +84,13 @@ impl Upstream {
             .unwrap_or_default();
         match &route.health_check {
             Some(path) => {
-                let mut check = HttpHealthCheck::new(&sni, tls.is_some());
+                // `Host` is the upstream's name; over TLS the SNI is the verified one.
+                let mut check = HttpHealthCheck::new(&first.host, tls.is_some());
                 if let Ok(uri) = path.parse() {
                     check.req.set_uri(uri);
                 }
                 if let Some(t) = &tls {
+                    check.peer_template.sni = sni.clone();
                     t.apply(&mut check.peer_template);
                 }
                 lb.set_health_check(Box::new(check));

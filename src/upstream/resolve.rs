@@ -55,18 +55,37 @@ fn is_literal(target: &UpstreamTarget) -> bool {
     bare_host(target).parse::<IpAddr>().is_ok()
 }
 
-/// The first address of a target, without blocking a worker.
-async fn lookup(route: usize, target: &UpstreamTarget) -> Result<SocketAddr, ResolveError> {
+/// A lookup that takes longer is abandoned: the last address is kept until the next round.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The address to use after a lookup, without blocking a worker: `current` while the name still resolves
+/// to it (round-robin DNS reorders its answers; following the order would churn connections for
+/// nothing), else the first address.
+async fn lookup(
+    route: usize,
+    target: &UpstreamTarget,
+    current: SocketAddr,
+) -> Result<SocketAddr, ResolveError> {
     let err = |reason: String| ResolveError {
         route,
         address: target.address(),
         reason,
     };
-    tokio::net::lookup_host((bare_host(target), target.port))
-        .await
-        .map_err(|e| err(e.to_string()))?
-        .next()
-        .ok_or_else(|| err("no address".into()))
+    let found: Vec<SocketAddr> = tokio::time::timeout(
+        LOOKUP_TIMEOUT,
+        tokio::net::lookup_host((bare_host(target), target.port)),
+    )
+    .await
+    .map_err(|_| err(format!("no answer within {LOOKUP_TIMEOUT:?}")))?
+    .map_err(|e| err(e.to_string()))?
+    .collect();
+    match found.contains(&current) {
+        true => Ok(current),
+        false => found
+            .first()
+            .copied()
+            .ok_or_else(|| err("no address".into())),
+    }
 }
 
 /// A single upstream's name and its current address.
@@ -90,9 +109,9 @@ impl ResolvedName {
     }
 
     async fn refresh(&self) {
-        match lookup(self.route, &self.target).await {
+        let old = self.current();
+        match lookup(self.route, &self.target, old).await {
             Ok(addr) => {
-                let old = self.current();
                 if addr != old {
                     tracing::info!(route = self.route, upstream = %self.target.address(), old = %old, new = %addr, "upstream address changed");
                     self.current.store(Arc::new(addr));
@@ -143,9 +162,7 @@ impl Resolver {
             }
             Err(_) => return,
         };
-        for name in live {
-            name.refresh().await;
-        }
+        futures_util::future::join_all(live.iter().map(|name| name.refresh())).await;
     }
 }
 
@@ -157,7 +174,11 @@ impl BackgroundService for Resolver {
         }
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.interval) => self.refresh().await,
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = self.refresh() => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -172,10 +193,12 @@ pub(super) struct PoolDiscovery {
     /// with the addresses resolved at build, at once.
     last: Mutex<Vec<SocketAddr>>,
     started: std::sync::atomic::AtomicBool,
+    /// `server.resolve_interval` is not zero. pingora runs one discovery at start whatever the frequency.
+    follow: bool,
 }
 
 impl PoolDiscovery {
-    pub(super) fn new(route: &RouteConfig) -> Result<Self, ResolveError> {
+    pub(super) fn new(route: &RouteConfig, follow: bool) -> Result<Self, ResolveError> {
         let last = route
             .upstreams
             .iter()
@@ -186,6 +209,7 @@ impl PoolDiscovery {
             targets: route.upstreams.clone(),
             last: Mutex::new(last),
             started: Default::default(),
+            follow,
         })
     }
 
@@ -208,19 +232,27 @@ impl ServiceDiscovery for PoolDiscovery {
         let first = !self
             .started
             .swap(true, std::sync::atomic::Ordering::Relaxed);
-        if !first && addrs.len() == self.targets.len() {
-            for (i, target) in self.targets.iter().enumerate() {
-                if is_literal(target) {
-                    continue;
-                }
-                match lookup(self.route, target).await {
-                    Ok(addr) if addr != addrs[i] => {
-                        tracing::info!(route = self.route, upstream = %target.address(), old = %addrs[i], new = %addr, "upstream address changed");
-                        addrs[i] = addr;
+        if !first && self.follow && addrs.len() == self.targets.len() {
+            let lookups = self
+                .targets
+                .iter()
+                .zip(&addrs)
+                .map(|(target, old)| async move {
+                    match is_literal(target) {
+                        true => Ok(*old),
+                        false => lookup(self.route, target, *old).await,
+                    }
+                });
+            let found = futures_util::future::join_all(lookups).await;
+            for ((target, addr), result) in self.targets.iter().zip(addrs.iter_mut()).zip(found) {
+                match result {
+                    Ok(new) if new != *addr => {
+                        tracing::info!(route = self.route, upstream = %target.address(), old = %addr, new = %new, "upstream address changed");
+                        *addr = new;
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, kept = %addrs[i], "upstream name did not resolve: the last address is kept")
+                        tracing::warn!(error = %e, kept = %addr, "upstream name did not resolve: the last address is kept")
                     }
                 }
             }

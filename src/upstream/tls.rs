@@ -4,6 +4,7 @@
 use crate::config::RouteConfig;
 use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+use sha2::Digest;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -39,9 +40,15 @@ impl PeerTls {
             .sni
             .clone()
             .unwrap_or_else(|| route.upstreams[0].host.clone());
+        // Everything a connection's trust depends on. The client certificate too: pingora's own key
+        // hashes only its serial, which two certificates from different CAs (or self-signed) may share.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         t.ca.as_ref().map(|(_, d)| d).hash(&mut hasher);
         t.verify_hostname.hash(&mut hasher);
+        if let Some(c) = &t.client {
+            c.chain.hash(&mut hasher);
+            sha2::Sha256::digest(&c.key).as_slice().hash(&mut hasher);
+        }
         Self {
             ca,
             ca_file: t.ca.as_ref().map(|(path, _)| path.clone()),

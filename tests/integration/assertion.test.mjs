@@ -227,6 +227,8 @@ test('(assertion3) check: a route assertion needs [assertion] keys, server.publi
     [`${server}${session}${provider}${route('{ ttl = "60s" }')}[assertion]\nkeys = ["file:${dir}/good.pem"]\n`, 'route[0].assertion.audience', 'required'],
     [`${server}${session}${provider}${route('{ audience = "x", ttl = "2h" }')}[assertion]\nkeys = ["file:${dir}/good.pem"]\n`, 'route[0].assertion.ttl', 'at most 1h'],
     [`${server}${session}${provider}${route('{ audience = "x", header = "Cookie" }')}[assertion]\nkeys = ["file:${dir}/good.pem"]\n`, 'route[0].assertion.header', 'protocol header'],
+    [`${server}${session}${provider}${route('{ audience = "x", header = "Authorization" }')}[assertion]\nkeys = ["file:${dir}/good.pem"]\n`, 'route[0].assertion.header', 'protocol header'],
+    [`${server}${session}${provider}${route('{ audience = "x", ttl = "5s" }')}[assertion]\nkeys = ["file:${dir}/good.pem"]\n`, 'route[0].assertion.ttl', 'at least 10s'],
     [`${server}${session}${provider}${route('{ audience = "x" }')}[assertion]\nkeys = ["file:${dir}/rsa.pem"]\n`, 'assertion.keys', 'not a P-256'],
     [`${server}${session}${provider}${route('{ audience = "x" }')}[assertion]\nkeys = ["not a key"]\n`, 'assertion.keys', 'not a PKCS#8 PEM private key'],
   ];

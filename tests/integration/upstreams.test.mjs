@@ -158,6 +158,8 @@ test('(tls4) check refuses what pingora would choke on: a CA file that is not PE
     [`[[route]]\nupstream = "http://127.0.0.1:1"\nauth = "public"\nupstream_tls = { ca_file = ${tv(pki.caFile)} }\n`, 'route[0].upstream_tls', 'write https://'],
     [`[[route]]\nupstream = ["http://127.0.0.1:1", "https://127.0.0.1:2"]\nauth = "public"\n`, 'route[0].upstream', 'mixes http:// and https://'],
     [`[[route]]\nupstream = "https://127.0.0.1:1"\nauth = "public"\nupstream_tls = { sni = "not a name" }\n`, 'route[0].upstream_tls.sni', 'not a DNS name'],
+    [`[[route]]\nupstream = "https://127.0.0.1:1"\nauth = "public"\nupstream_tls = { verify_hostname = false }\n`, 'route[0].upstream_tls.verify_hostname', 'false only with `ca_file`'],
+    [`[[route]]\nupstream = ["https://a.example:1", "https://b.example:1"]\nauth = "public"\n`, 'route[0].upstream', 'different hosts'],
   ];
   for (const [routeToml, key, message] of cases) {
     await writeFile(path.join(dir, 'config.toml'), `${base}${routeToml}`);
@@ -235,4 +237,32 @@ test('(resolve1) resolve_interval: a single upstream and a pool follow their nam
   }
   assert.equal(await served('/single/c'), 'green');
   assert.equal(await served('/pool/c'), 'green');
+});
+
+test('(pool1) an http pool with health_check: the probe names the upstream in Host, and a member that fails it gets no traffic', TIMEOUT, async (t) => {
+  const answer = (status) => (req, res, record) => {
+    const body = req.url === '/healthz' ? 'health' : JSON.stringify({ url: record.url });
+    res.writeHead(req.url === '/healthz' ? status : 200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
+  const well = await stopAfter(t, startUpstream({ answer: answer(200) }));
+  const sick = await stopAfter(t, startUpstream({ answer: answer(503) }));
+  const s = await stack(t, [
+    route({ path: '/', upstream: [well.url, sick.url], auth: 'public', extra: 'health_check = "/healthz"\n' }),
+  ]);
+  const deadline = Date.now() + 15_000;
+  // Two rounds (every 5 s): the first one's verdict has then been applied.
+  while (sick.requests.filter((r) => r.url === '/healthz').length < 2) {
+    assert.ok(Date.now() < deadline, 'the sick member is probed');
+    await pause(100); // health checks run at start, then every 5 s
+  }
+  const probe = sick.requests.find((r) => r.url === '/healthz');
+  assert.equal(probe.headers.host, '127.0.0.1', 'the probe carries the upstream host');
+  const before = sick.requests.filter((r) => r.url !== '/healthz').length;
+  for (let i = 0; i < 10; i++) {
+    const res = await s.person.get(`${s.base}/page/${i}`);
+    assert.equal(res.status, 200, res.body);
+  }
+  assert.equal(sick.requests.filter((r) => r.url !== '/healthz').length, before, 'no request to the member that fails its check');
+  assert.ok(well.requests.filter((r) => r.url.startsWith('/page/')).length === 10);
 });
