@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// Configuration file (same as `passerelle run --config FILE`).
-    #[arg(long, global = false)]
+    #[arg(long, global = false, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Serve. SIGHUP reloads the configuration file; SIGTERM stops gracefully, SIGINT at once.
     Run {
-        #[arg(long, short)]
+        /// The configuration file (TOML; `config.example.toml` is the demo's).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// Take over the listening sockets of the running instance (binary upgrade): start this, then
         /// send SIGQUIT to the running one, which hands its sockets over and finishes its requests.
@@ -47,9 +48,12 @@ enum Command {
     },
     /// Validate the configuration and exit (non-zero on error).
     Check {
-        #[arg(long, short)]
+        /// The configuration file to check (TOML).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
-        /// Also fetch each provider's discovery document and check its issuer, and resolve every upstream.
+        /// Also try every hop `run` depends on: each provider's egress proxy, discovery document and keys
+        /// (compared with the configuration), every upstream and Redis; fails naming the hop that does not
+        /// answer. Prints the registration sheet of each provider.
         #[arg(long)]
         online: bool,
     },
@@ -63,7 +67,8 @@ enum Command {
     /// Print the register of processing: for each route, the app it protects, its purpose, and every
     /// claim its app receives under which header name (Markdown, or JSON with --json).
     Register {
-        #[arg(long, short)]
+        /// The configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// JSON instead of Markdown.
         #[arg(long)]
@@ -81,23 +86,29 @@ enum Command {
 enum SessionsAction {
     /// The live sessions of a subject.
     List {
+        /// The subject (`sub` claim) whose sessions to list.
         #[arg(long)]
         sub: String,
         /// Only this provider's sessions (default: every provider).
         #[arg(long)]
         provider: Option<String>,
-        #[arg(long, short)]
+        /// The configuration file: where the admin listener is, and its token.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
     /// End sessions on every replica: every session of a subject, or one by id.
     Revoke {
+        /// End every session of this subject (`sub` claim).
         #[arg(long, conflicts_with = "id", required_unless_present = "id")]
         sub: Option<String>,
+        /// End this one session (its id, as the audit trail and `sessions list` show it).
         #[arg(long)]
         id: Option<String>,
+        /// With --sub: only this provider's sessions (default: every provider).
         #[arg(long)]
         provider: Option<String>,
-        #[arg(long, short)]
+        /// The configuration file: where the admin listener is, and its token.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
 }

@@ -193,11 +193,38 @@ pub fn build(
             listening(server.add_service(service));
         }
     }
+    if config.echo.is_some() {
+        // The demo: one line to say where to go.
+        let url = match &config.server.public_url {
+            Some(u) => u.origin(),
+            None => {
+                let a = config.server.listen[0];
+                let ip = match a.ip().is_unspecified() {
+                    true => "127.0.0.1".to_string(),
+                    false if a.is_ipv6() => format!("[{}]", a.ip()),
+                    false => a.ip().to_string(),
+                };
+                let scheme = if config.server.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{ip}:{}", a.port())
+            }
+        };
+        tracing::info!("open {url}/");
+    }
     if let Some(echo) = config.echo {
         let mut service = Service::new(
             "echo upstream".into(),
             HttpServer::new_app(Echo {
                 prefix: config.server.prefix.clone(),
+                encoding: config.server.header_encoding,
+                identity_headers: config
+                    .routes
+                    .iter()
+                    .flat_map(|r| r.headers.iter().map(|(h, _)| h.as_str().to_string()))
+                    .collect(),
             }),
         );
         service.add_tcp(&echo.to_string());
@@ -277,6 +304,7 @@ pub(crate) fn generation(
     audit: Arc<crate::audit::Audit>,
     resolver: Arc<Resolver>,
 ) -> Gateway {
+    crate::pages::set_branding(config.pages.clone(), &config.server.prefix);
     let providers: BTreeMap<String, Arc<Provider>> = config
         .providers
         .iter()

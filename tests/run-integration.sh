@@ -21,7 +21,12 @@ if [ ! -x "$bin" ]; then
   exit 1
 fi
 
+# The scenarios run on Node 22 LTS, which oidc-provider supports, installed from the npm registry with the other
+# packages (npm package `node`): the system's node (Debian's 18 or 20) only runs npm.
+node=tests/node_modules/.bin/node
+[ -x "$node" ] || { echo "run-integration: $node missing after npm ci" >&2; exit 1; }
+
 mkdir -p tests/output
 # One run, one summary: the integration scenarios, then the real-browser test (Chromium at /usr/bin/chromium;
 # skipped with a message when it is absent, except with CI=true where it fails).
-exec node --test --test-reporter=spec "$@" tests/integration/ tests/browser/
+exec "$node" --test --test-reporter=spec "$@" tests/integration/*.test.mjs tests/browser/*.test.mjs

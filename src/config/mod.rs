@@ -4,6 +4,7 @@
 //! names the file, the line and the key, because the person reading it is an operator at 2 a.m.
 
 mod assertion;
+mod branding;
 mod duration;
 mod provider;
 mod raw;
@@ -79,12 +80,14 @@ fn key_at(text: &str, offset: usize) -> String {
         .map(|i| line_start + i)
         .unwrap_or(text.len());
     let line = text[line_start..line_end].trim();
-    let table = before
+    // The error may point at a table's own header line: that table, counted with itself.
+    let through = &text[..line_end];
+    let table = through
         .lines()
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_string());
+        .map(|l| indexed(through, l.trim_matches(|c| c == '[' || c == ']')));
     let key = line
         .split('=')
         .next()
@@ -95,6 +98,18 @@ fn key_at(text: &str, offset: usize) -> String {
         (Some(t), true) => t,
         (Some(t), false) => format!("{t}.{key}"),
         (None, _) => key.to_string(),
+    }
+}
+
+/// A table name with its array index, as the validator names keys: `[[route]]` (the third one) is
+/// `route[2]`, and `[route.headers]` below it `route[2].headers`.
+fn indexed(before: &str, table: &str) -> String {
+    let array = table.split('.').next().unwrap_or(table);
+    let header = format!("[[{array}]]");
+    let count = before.lines().filter(|l| l.trim() == header).count();
+    match count {
+        0 => table.to_string(),
+        n => format!("{array}[{}]{}", n - 1, &table[array.len()..]),
     }
 }
 
@@ -191,6 +206,7 @@ impl Validator<'_> {
                 );
             }
         }
+        self.distinct_listeners(&server, &providers, echo)?;
         let audit = match &raw.audit {
             Some(a) => Some(self.audit(a)?),
             None => None,
@@ -203,7 +219,54 @@ impl Validator<'_> {
             echo,
             audit,
             assertion_keys,
+            pages: match &raw.pages {
+                Some(p) => self.pages(p.get_ref())?,
+                None => Default::default(),
+            },
         })
+    }
+
+    /// Two services on one address would leave one of them unable to start, after `check` said OK.
+    fn distinct_listeners(
+        &self,
+        server: &ServerConfig,
+        providers: &[Arc<ProviderConfig>],
+        echo: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let mut all: Vec<(SocketAddr, String)> = server
+            .listen
+            .iter()
+            .map(|a| (*a, "server.listen".to_string()))
+            .collect();
+        all.extend(
+            server
+                .admin_listen
+                .map(|a| (a, "server.admin_listen".to_string())),
+        );
+        for p in providers {
+            if let ProviderKind::Dev(d) = &p.kind {
+                all.push((d.listen, format!("providers.{}.listen", p.name)));
+            }
+        }
+        all.extend(echo.map(|a| (a, "echo.listen".to_string())));
+        for (i, (addr, key)) in all.iter().enumerate() {
+            let clash = all[..i].iter().find(|(other, _)| {
+                other.port() == addr.port()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+            if let Some((_, first)) = clash {
+                let quoted = format!("\"{addr}\"");
+                let at = self.text.rfind(&quoted).unwrap_or(0);
+                return self.err(
+                    at..at,
+                    key.clone(),
+                    format!("{addr} is already `{first}`: each service needs its own address"),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn socket_addr(&self, value: &S<String>, key: &str) -> Result<SocketAddr, ConfigError> {

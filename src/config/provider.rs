@@ -68,6 +68,22 @@ impl Validator<'_> {
             );
         }
         let kind_text = raw.kind.get_ref().clone();
+        // First: every other key's message depends on the kind.
+        const KINDS: [&str; 4] = ["proconnect", "nc-connect", "oidc", "dev"];
+        if !KINDS.contains(&kind_text.as_str()) {
+            let near = KINDS
+                .iter()
+                .find(|k| strsim::damerau_levenshtein(&kind_text, k) <= 2)
+                .map(|k| format!(" (did you mean \"{k}\"?)"))
+                .unwrap_or_default();
+            return self.err(
+                raw.kind.span(),
+                key("kind"),
+                format!(
+                    "`{kind_text}` is not a kind of provider{near}: one of \"proconnect\", \"nc-connect\", \"oidc\", \"dev\""
+                ),
+            );
+        }
         let only_for = |k: &str,
                         s: Option<std::ops::Range<usize>>,
                         allowed: &[&str]|

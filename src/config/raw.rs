@@ -22,6 +22,16 @@ pub struct RawConfig {
     pub echo: Option<S<RawEcho>>,
     pub audit: Option<S<RawAudit>>,
     pub assertion: Option<S<RawAssertionKeys>>,
+    pub pages: Option<S<RawPages>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPages {
+    pub service_name: Option<S<String>>,
+    pub logo: Option<S<String>>,
+    pub support: Option<S<String>>,
+    pub accent_colour: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -152,7 +152,15 @@ impl Validator<'_> {
                 );
             }
             if !is_released(claim.get_ref(), scopes.iter().map(String::as_str)) {
-                return self.err(claim.span(), hkey, format!("claim `{}` is not released by this route's scopes ({}): add the scope that releases it to `scopes`", claim.get_ref(), scopes.iter().cloned().collect::<Vec<_>>().join(", ")));
+                let name = claim.get_ref();
+                if !crate::identity::scopes::KNOWN_CLAIMS.contains(&name.as_str()) {
+                    let hint = match crate::identity::scopes::nearest_claim(name) {
+                        Some(near) => format!("did you mean `{near}`? "),
+                        None => String::new(),
+                    };
+                    return self.err(claim.span(), hkey, format!("claim `{name}` is unknown: {hint}(a custom claim of your provider needs the scope of the same name in `scopes`)"));
+                }
+                return self.err(claim.span(), hkey, format!("claim `{}` is not released by this route's scopes ({}): add the scope that releases it to `scopes`", name, scopes.iter().cloned().collect::<Vec<_>>().join(", ")));
             }
             if headers
                 .iter()

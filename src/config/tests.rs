@@ -415,3 +415,64 @@ fn an_identity_prefix_that_would_strip_a_reserved_header_is_refused() {
         "x-agent-"
     );
 }
+
+/// The messages a newcomer met (issue 12), each with its exact text.
+mod first_hour {
+    use super::*;
+
+    #[test]
+    fn a_route_without_upstream_names_the_route() {
+        let text = BASE.replace("upstream = \"http://127.0.0.1:9000\"\n", "")
+            + "\n[echo]\nlisten = \"127.0.0.1:9001\"\n";
+        assert_eq!(
+            err(&text),
+            "test.toml:11: route[0]: missing field `upstream`"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_route_is_indexed() {
+        let text = BASE.replace(
+            "scopes = [\"email\"]",
+            "scopes = [\"email\"]\nscope = \"email\"",
+        );
+        assert_eq!(
+            err(&text),
+            "test.toml:15: route[0].scope: unknown field `scope`, expected one of `host`, `path`, `upstream`, `auth`, `providers`, `scopes`, `headers`, `header_encoding`, `health_check`, `acr`, `require`, `prompt`, `idp_hint`, `login_hint`, `siret_hint`, `cors_allow_preflight`, `cache`, `purpose`, `upstream_tls`, `assertion`"
+        );
+        let second = format!("{BASE}\n[[route]]\npath = \"/b\"\nupstream = \"http://127.0.0.1:9000\"\n[route.headers]\n\"X-A\" = \"sirett\"\n");
+        assert_eq!(
+            err(&second),
+            "test.toml:22: route[1].headers.\"X-A\": claim `sirett` is unknown: did you mean `siret`? (a custom claim of your provider needs the scope of the same name in `scopes`)"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_kind_is_named_before_the_keys_it_decides() {
+        let text = "[session]\nkeys = [\"ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=\"]\n[providers.dev]\nkind = \"proconect\"\nlisten = \"127.0.0.1:9000\"\n[[route]]\nupstream = \"http://127.0.0.1:9001\"\n";
+        assert_eq!(
+            err(text),
+            "test.toml:4: providers.dev.kind: `proconect` is not a kind of provider (did you mean \"proconnect\"?): one of \"proconnect\", \"nc-connect\", \"oidc\", \"dev\""
+        );
+    }
+
+    #[test]
+    fn two_services_on_one_address_are_refused() {
+        let text = "[session]\nkeys = [\"ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=\"]\n[providers.dev]\nkind = \"dev\"\nlisten = \"127.0.0.1:9000\"\n[echo]\nlisten = \"127.0.0.1:9000\"\n[[route]]\nupstream = \"http://127.0.0.1:9000\"\n";
+        assert_eq!(
+            err(text),
+            "test.toml:7: echo.listen: 127.0.0.1:9000 is already `providers.dev.listen`: each service needs its own address"
+        );
+        let any = "[server]\nlisten = [\"0.0.0.0:8080\"]\nadmin_listen = \"127.0.0.1:8080\"\n[session]\nkeys = [\"ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=\"]\n[[route]]\nupstream = \"http://127.0.0.1:9000\"\nauth = \"public\"\n";
+        assert_eq!(
+            err(any),
+            "test.toml:3: server.admin_listen: 127.0.0.1:8080 is already `server.listen`: each service needs its own address"
+        );
+    }
+
+    #[test]
+    fn nc_connect_v2_login_is_released_by_profile() {
+        let text = "[session]\nkeys = [\"ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=\"]\n[providers.nc]\nkind = \"nc-connect\"\nversion = 2\nclient_id = \"c\"\nclient_secret = \"s\"\n[[route]]\nupstream = \"http://127.0.0.1:9000\"\nscopes = [\"profile\"]\n[route.headers]\n\"X-Auth-Login\" = \"login\"\n";
+        assert!(parse(text, "test.toml").is_ok());
+    }
+}

@@ -21,6 +21,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// `[assertion] keys`: the first signs the routes' identity assertions, all are published.
     pub assertion_keys: Vec<AssertionKey>,
+    /// `[pages]`: how Passerelle's own pages present the service.
+    pub pages: crate::pages::Branding,
 }
 
 /// A P-256 private key (PKCS#8 DER), checked to load when the configuration was read.

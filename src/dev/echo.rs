@@ -1,6 +1,8 @@
 //! The built-in echo upstream: a page showing the headers it received, so a newcomer sees at once what
 //! an application behind Passerelle is told.
 
+use crate::config::HeaderEncoding;
+use crate::identity::headers::decode_value;
 use crate::pages::{escape, layout};
 use crate::small_app::response;
 use async_trait::async_trait;
@@ -11,6 +13,11 @@ use pingora::protocols::http::ServerSession;
 pub struct Echo {
     /// Passerelle's endpoint prefix, for the logout link.
     pub prefix: String,
+    /// How Passerelle encodes identity values (`server.header_encoding`), to show them decoded.
+    pub encoding: HeaderEncoding,
+    /// The identity header names of every route (lower case): shown decoded, and their presence means
+    /// someone is signed in.
+    pub identity_headers: Vec<String>,
 }
 
 #[async_trait]
@@ -48,28 +55,48 @@ impl ServeHttp for Echo {
                 .collect();
             ("application/json", serde_json::to_vec(&serde_json::json!({"method": req.method.as_str(), "uri": req.uri.to_string(), "headers": map})).unwrap_or_default())
         } else {
+            let is_identity = |n: &str| self.identity_headers.iter().any(|h| h == n);
+            let signed_in = headers.iter().any(|(n, _)| is_identity(n));
             let rows: String = headers
                 .iter()
                 .map(|(n, v)| {
-                    let mark = if n.starts_with("x-auth-") {
-                        " style=\"background:#e3e3fd\""
-                    } else {
-                        ""
+                    let decoded = match is_identity(n) {
+                        true => decode_value(v.as_bytes(), self.encoding)
+                            .filter(|d| d != v)
+                            .map(|d| format!("<br><span class=\"en\">lu par l'application : <strong>{}</strong></span>", escape(&d)))
+                            .unwrap_or_default(),
+                        false => String::new(),
                     };
+                    let mark = if is_identity(n) { " class=\"identity\"" } else { "" };
                     format!(
-                        "<tr{mark}><th>{}</th><td>{}</td></tr>",
+                        "<tr{mark}><th>{}</th><td><code>{}</code>{decoded}</td></tr>",
                         escape(n),
                         escape(v)
                     )
                 })
                 .collect();
+            let encoding = match self.encoding {
+                HeaderEncoding::Percent => "pourcent (UTF-8 encodé en %XX, comme une URL : <code>H%C3%A9l%C3%A8ne</code> se lit Hélène)",
+                HeaderEncoding::Utf8 => "UTF-8 brut",
+                HeaderEncoding::Base64 => "base64 (UTF-8)",
+                HeaderEncoding::Rfc2047 => "RFC 2047 (<code>=?UTF-8?B?…?=</code> pour les valeurs non ASCII)",
+            };
+            let action = match signed_in {
+                true => format!(
+                    "<p><a class=\"btn secondary\" href=\"{}/logout\">Se déconnecter</a></p>",
+                    escape(&self.prefix)
+                ),
+                false => format!(
+                    "<p>Vous n'êtes pas connecté : cette page est publique. <a class=\"btn\" href=\"{}/login?rd=%2F\">Se connecter</a></p>",
+                    escape(&self.prefix)
+                ),
+            };
             let body = format!(
                 "<h1>Application de démonstration</h1><p>Cette page montre les en-têtes HTTP reçus par l'application placée derrière Passerelle. \
-Les en-têtes d'identité (<code>X-Auth-*</code>) sont surlignés.</p><p><strong>{} {}</strong></p><table>{rows}</table>\
-<p><a class=\"btn secondary\" href=\"{}/logout\">Se déconnecter</a></p>",
+Les en-têtes d'identité sont en gras ; leur valeur est encodée en {encoding} : la valeur lue par l'application est donnée en dessous.</p>\
+<p><strong>{} {}</strong></p><table>{rows}</table>{action}",
                 escape(req.method.as_str()),
                 escape(&req.uri.to_string()),
-                escape(&self.prefix)
             );
             (
                 "text/html; charset=utf-8",

@@ -27,6 +27,8 @@ pub fn claims_released_by(scope: &str) -> Vec<&str> {
             "updated_at",
             "verified",
             "first_name",
+            // NC Connect v2's login name.
+            "login",
         ],
         "email" => &["email", "email_verified"],
         "address" => &["address"],
@@ -50,6 +52,63 @@ pub fn claims_released_by(scope: &str) -> Vec<&str> {
     known.to_vec()
 }
 
+/// Every claim name Passerelle knows from a federation or OpenID Connect itself: a name outside it is
+/// a typo, or a custom claim (released by a scope of the same name).
+pub const KNOWN_CLAIMS: &[&str] = &[
+    "sub",
+    "acr",
+    "amr",
+    "auth_time",
+    "provider",
+    "name",
+    "family_name",
+    "given_name",
+    "middle_name",
+    "nickname",
+    "preferred_username",
+    "profile",
+    "picture",
+    "website",
+    "gender",
+    "birthdate",
+    "zoneinfo",
+    "locale",
+    "updated_at",
+    "verified",
+    "first_name",
+    "login",
+    "email",
+    "email_verified",
+    "address",
+    "phone_number",
+    "phone_number_verified",
+    "usual_name",
+    "chorusdt_matricule",
+    "chorusdt_societe",
+    "birthplace",
+    "birthcountry",
+    "uid",
+    "siret",
+    "siren",
+    "idp_id",
+    "organization_label",
+    "organizational_unit",
+    "belonging_population",
+    "idp_acr",
+    "roles",
+    "custom",
+];
+
+/// The known claim nearest to a misspelt one, if one is near enough to be meant.
+pub fn nearest_claim(claim: &str) -> Option<&'static str> {
+    KNOWN_CLAIMS
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(claim, k), *k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 /// True when one of `scopes` (plus the implicit `openid`) releases `claim`.
 pub fn is_released<'a>(claim: &str, scopes: impl IntoIterator<Item = &'a str>) -> bool {
     std::iter::once("openid")
@@ -60,6 +119,14 @@ pub fn is_released<'a>(claim: &str, scopes: impl IntoIterator<Item = &'a str>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_claim_finds_its_name() {
+        assert_eq!(nearest_claim("sirett"), Some("siret"));
+        assert_eq!(nearest_claim("emial"), Some("email"));
+        assert_eq!(nearest_claim("numero_fiscal"), None);
+        assert!(is_released("login", ["profile"]));
+    }
 
     #[test]
     fn openid_releases_only_the_subject_and_authentication_facts() {

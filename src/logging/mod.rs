@@ -15,6 +15,7 @@
 //! included) flattened, `target`, and `span`/`spans` inside a span.
 
 mod json;
+pub mod pingora_levels;
 mod text;
 
 use crate::config::LogFormat;
@@ -39,11 +40,13 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !terminal,
     };
+    pingora_levels::install();
     let _ = if json {
         json_builder(filter, std::io::stderr).try_init()
     } else {
         text_builder(filter, std::io::stderr, terminal).try_init()
     };
+    pingora_levels::follow_subscriber_level();
 }
 
 /// Text lines; colours only when `ansi` (a terminal), never in a file or a pipe.

@@ -35,6 +35,10 @@ pub async fn handle(
         "/logged-out" => logged_out(gw, info),
         "/userinfo" => userinfo(gw, info).await,
         "/auth" => super::forward_auth::forward_auth(gw, info, req).await,
+        "/logo" if pages::logo().is_some() => match pages::logo() {
+            Some(logo) => Reply::asset(logo.bytes, logo.content_type),
+            None => Reply::text(404, "no logo"),
+        },
         // Short-lived in caches: a rotation publishes the next key a reload before it signs.
         "/jwks.json" if gw.signer.is_some() => Reply::public_json(
             gw.signer.as_ref().map(|s| s.jwks()).unwrap_or_default(),
@@ -551,7 +555,7 @@ fn login_failure(
         ),
         None => format!("{}/login?rd={}", gw.config.server.prefix, urlencode(rd)),
     };
-    let action = Some((retry.as_str(), "Réessayer de se connecter"));
+    let action = Some((retry.as_str(), "Se reconnecter"));
     match &e {
         LoginError::UnknownState | LoginError::CodeRejected(_) => error_reply(400, "Connexion expirée", "Cette tentative de connexion a expiré ou a déjà été utilisée. Recommencez depuis le service.", "This sign-in attempt expired or was already used.", action, ctx),
         LoginError::AcrNotSatisfied { .. } => error_reply(403, "Niveau d'authentification insuffisant", "Ce service demande une authentification plus forte que celle obtenue (par exemple une double authentification). Reconnectez-vous avec un moyen d'authentification adapté.", "This service needs a stronger authentication level.", action, ctx),

@@ -106,13 +106,22 @@ impl Forward {
     }
 }
 
-/// 12 base64url characters: short enough to read over the phone to support, random enough to be unique.
+/// Twelve characters in three groups (`K7QD-3XPM-W9TA`): read aloud to support, never starting or ending with a
+/// separator that would look cut; 60 random bits, unique enough for a log search.
 pub fn correlation_id() -> String {
-    use base64::Engine;
     use rand::RngCore;
-    let mut bytes = [0u8; 9];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    /// Crockford's base32: no I, L, O or U, nothing to mishear on the phone or misread on a screenshot.
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut n = rand::thread_rng().next_u64();
+    let mut out = String::with_capacity(14);
+    for i in 0..12 {
+        if i == 4 || i == 8 {
+            out.push('-');
+        }
+        out.push(ALPHABET[(n & 31) as usize] as char);
+        n >>= 5;
+    }
+    out
 }
 
 impl Gateway {

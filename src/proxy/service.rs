@@ -110,6 +110,17 @@ impl ProxyHttp for Passerelle {
         on_generation!(self, ctx, |gw| gw.fail_to_proxy(session, e, ctx).await)
     }
 
+    /// `fail_to_proxy` has written its own line, with the correlation id and at the level the cause
+    /// deserves (nothing for a client that left): pingora's ERROR line would say it again, louder.
+    fn suppress_error_log(
+        &self,
+        _session: &HttpSession,
+        _ctx: &Ctx,
+        _error: &pingora::Error,
+    ) -> bool {
+        true
+    }
+
     async fn logging(&self, session: &mut HttpSession, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         on_generation!(self, ctx, |gw| gw.logging(session, e, ctx).await)
     }

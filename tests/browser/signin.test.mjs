@@ -6,7 +6,8 @@
 // upstream that shows and records the identity headers, and the Passerelle binary in front of it.
 //
 // Screenshots (looked at by a person, kept for diagnosis): tests/output/signin-page.png,
-// tests/output/provider-login.png, tests/output/app.png. Passerelle's output: tests/output/browser_signin.log.
+// tests/output/provider-login.png, tests/output/app.png, and with [pages] branding tests/output/branded-signin-page.png
+// and tests/output/branded-error-page.png. Passerelle's output: tests/output/browser_signin.log.
 //
 // Without /usr/bin/chromium (or $CHROMIUM_PATH) the test is skipped with a message, except in CI (CI=true),
 // where it fails: scripts/test.sh installs chromium.
@@ -262,4 +263,75 @@ test('(browser) Chromium: deep link → sign-in page (two providers, keyboard re
   const fromPasserelle = external.filter((e) => new URL(e.from).origin === base);
   assert.deepEqual(fromPasserelle, [], 'Passerelle\'s pages load nothing from outside');
   if (external.length) t.diagnostic(`blocked requests outside loopback (not Passerelle's): ${[...new Set(external.map((e) => new URL(e.url).host))].join(', ')}`);
+});
+
+/** A 24×24 PNG in the accent colour, written out (zlib and CRC computed once): no image tool needed. */
+function logoPng() {
+  return Buffer.from(
+    'iVBORw0KGgoAAAANSUhEUgAAABgAAAAYCAIAAABvFaqvAAAAHklEQVR4nGNgCPKhDho1aNSgUYNGDRo1aNSggTcIAB0YY5B23ICwAAAAAElFTkSuQmCC',
+    'base64',
+  );
+}
+
+test('(browser-brand) [pages]: the sign-in and error pages carry the service\'s name, logo, accent colour and support contact; the correlation id reads in groups, the retry button says "Se reconnecter"', {
+  skip: availability.skip,
+  timeout: 180_000,
+}, async (t) => {
+  if (availability.failure) assert.fail(availability.failure);
+  await mkdir(OUTPUT_DIR, { recursive: true });
+  const { writeFile, mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-brand-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const logo = path.join(dir, 'logo.png');
+  await writeFile(logo, logoPng());
+
+  const { port, adminPort, base, redirectUris, postLogoutRedirectUris } = await addresses();
+  const pc = await stopAfter(t, startProConnectLikeProvider({ redirectUris, postLogoutRedirectUris }));
+  const autre = await stopAfter(t, startProvider({ redirectUris, postLogoutRedirectUris, authMethod: 'client_secret_basic' }));
+  const app = await stopAfter(t, startHtmlUpstream());
+  const toml = `${passerelleToml({ port, adminPort, pc, autre, upstream: app.url })}
+[pages]
+service_name = "Démarches RH du ministère"
+logo = ${q(logo)}
+support = "assistance-rh@interieur.gouv.fr"
+accent_colour = "#00524C"
+`;
+  const passerelle = await launchPasserelle(t, toml, { adminPort, logName: 'browser_brand' });
+  const browser = await launchChromium(t);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'fr-FR' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(30_000);
+  const consoleErrors = [];
+  // Only what the pages themselves break: a refused stylesheet or image (CSP), not the error statuses they are.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to/.test(m.text())) consoleErrors.push(`${page.url()}: ${m.text()}`);
+  });
+  const diag = () => `\nat ${page.url()}\n--- passerelle (tail):\n${passerelle.logs().slice(-2000)}`;
+
+  // The sign-in page: the service's name in the header and the title, its logo, its colour on the buttons.
+  const first = await page.goto(`${base}/conges`);
+  assert.equal(first.status(), 200, diag());
+  assert.equal(squash(await page.locator('header').innerText()), 'Démarches RH du ministère');
+  assert.match(await page.title(), /^Connexion — Démarches RH du ministère$/);
+  assert.match(squash(await page.locator('main').innerText()), /pour accéder à Démarches RH du ministère/);
+  const img = page.locator('header img');
+  assert.equal(await img.getAttribute('src'), `${PREFIX}/logo`);
+  assert.equal(await img.evaluate((i) => i.complete && i.naturalWidth), 24, 'the logo loads under the CSP');
+  const generic = page.locator('a.btn', { hasText: 'Autre fournisseur' });
+  assert.equal(await generic.evaluate((e) => getComputedStyle(e).backgroundColor), 'rgb(0, 82, 76)', 'the accent colour');
+  await page.screenshot({ path: path.join(OUTPUT_DIR, 'branded-signin-page.png'), fullPage: true });
+
+  // An error page: a callback nobody started.
+  const error = await page.goto(`${base}${PREFIX}/callback?state=nobody-started-this&code=x`);
+  assert.equal(error.status(), 400, diag());
+  assert.equal(squash(await page.locator('h1').innerText()), 'Connexion expirée');
+  assert.equal(squash(await page.locator('main a.btn').first().innerText()), 'Se reconnecter');
+  const id = squash(await page.locator('p.id strong').innerText());
+  assert.match(id, /^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$/, 'three groups, nothing that looks cut');
+  assert.ok(passerelle.logs().includes(id), 'the same id in the log');
+  assert.equal(await page.locator('p.id a').getAttribute('href'), 'mailto:assistance-rh@interieur.gouv.fr');
+  assert.equal(squash(await page.locator('header').innerText()), 'Démarches RH du ministère');
+  await page.screenshot({ path: path.join(OUTPUT_DIR, 'branded-error-page.png'), fullPage: true });
+  assert.deepEqual(consoleErrors, [], 'no CSP violation: the accent stylesheet and the logo are allowed');
 });

@@ -73,7 +73,7 @@ test('(audit1) [audit] file: login succeeded and failed, access refused, step-up
   assert.equal(login.provider, 'op');
   assert.equal(login.sub, alice.sub);
   assert.match(login.session, /^[A-Za-z0-9_-]{8,}$/);
-  assert.match(login.request_id, /^[A-Za-z0-9_-]{12}$/);
+  assert.match(login.request_id, /^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$/);
   assert.equal(login.route, 0);
   assert.equal(login.upstream, s.upstream.url);
   assert.deepEqual(login.released.sort(), ['x-auth-email=email', 'x-auth-family-name=family_name', 'x-auth-given-name=given_name', 'x-auth-sub=sub']);

@@ -104,7 +104,7 @@ test('Redis stopped mid-run: cached sessions keep working within the grace, new 
   const attempt = await newcomer.login(`${a.base}/app`, 'helene');
   assert.equal(attempt.status, 503, `a new login while Redis is down: ${attempt.status} ${attempt.url}`);
   assert.match(attempt.body, /indisponible/);
-  assert.match(attempt.body, /Réessayer/);
+  assert.match(attempt.body, /Se reconnecter/);
   const ready = await fetch(`${a.adminUrl}/ready`);
   assert.equal(ready.status, 200, '/ready: still ready within the grace (every replica sees the same Redis)');
   assert.match(await ready.text(), /redis: unreachable for \d+s, cached sessions served for \d+s more/);
