@@ -153,7 +153,7 @@ impl Validator<'_> {
             }
             if !is_released(claim.get_ref(), scopes.iter().map(String::as_str)) {
                 let name = claim.get_ref();
-                if !crate::identity::scopes::KNOWN_CLAIMS.contains(&name.as_str()) {
+                if !crate::identity::scopes::is_known_claim(name) {
                     let hint = match crate::identity::scopes::nearest_claim(name) {
                         Some(near) => format!("did you mean `{near}`? "),
                         None => String::new(),

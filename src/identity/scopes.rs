@@ -52,41 +52,21 @@ pub fn claims_released_by(scope: &str) -> Vec<&str> {
     known.to_vec()
 }
 
-/// Every claim name Passerelle knows from a federation or OpenID Connect itself: a name outside it is
-/// a typo, or a custom claim (released by a scope of the same name).
-pub const KNOWN_CLAIMS: &[&str] = &[
-    "sub",
-    "acr",
-    "amr",
-    "auth_time",
-    "provider",
-    "name",
-    "family_name",
-    "given_name",
-    "middle_name",
-    "nickname",
-    "preferred_username",
+/// The scopes of the table above: every other scope releases the claim of its own name.
+const TABLE_SCOPES: &[&str] = &[
+    "openid",
     "profile",
-    "picture",
-    "website",
-    "gender",
-    "birthdate",
-    "zoneinfo",
-    "locale",
-    "updated_at",
-    "verified",
-    "first_name",
-    "login",
     "email",
-    "email_verified",
     "address",
-    "phone_number",
-    "phone_number_verified",
+    "phone",
     "usual_name",
-    "chorusdt_matricule",
-    "chorusdt_societe",
-    "birthplace",
-    "birthcountry",
+    "chorusdt",
+    "birth",
+    "identite_pivot",
+];
+
+/// ProConnect's one-claim scopes.
+const ONE_CLAIM_SCOPES: &[&str] = &[
     "uid",
     "siret",
     "siren",
@@ -99,11 +79,23 @@ pub const KNOWN_CLAIMS: &[&str] = &[
     "custom",
 ];
 
+/// Every claim name Passerelle knows from a federation or OpenID Connect itself: a name outside them is a
+/// typo, or a custom claim (released by a scope of the same name).
+fn known_claims() -> impl Iterator<Item = &'static str> {
+    TABLE_SCOPES
+        .iter()
+        .flat_map(|s| claims_released_by(s))
+        .chain(ONE_CLAIM_SCOPES.iter().copied())
+}
+
+pub fn is_known_claim(claim: &str) -> bool {
+    known_claims().any(|k| k == claim)
+}
+
 /// The known claim nearest to a misspelt one, if one is near enough to be meant.
 pub fn nearest_claim(claim: &str) -> Option<&'static str> {
-    KNOWN_CLAIMS
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(claim, k), *k))
+    known_claims()
+        .map(|k| (strsim::damerau_levenshtein(claim, k), k))
         .filter(|(d, k)| *d <= 2 && *d < k.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)

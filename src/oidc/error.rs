@@ -70,6 +70,28 @@ pub const FAILURE_REASONS: [&str; 9] = [
 ];
 
 impl LoginError {
+    /// What the person or their browser caused (a stale tab, a sign-in they cancelled, a level they did
+    /// not reach): logged at INFO. The others need an operator (a provider down, a forged or broken answer,
+    /// the session store): WARN.
+    pub fn is_ordinary(&self) -> bool {
+        match self {
+            LoginError::UnknownState | LoginError::CodeRejected(_) | LoginError::MissingCode => {
+                true
+            }
+            LoginError::AcrNotSatisfied { .. } => true,
+            LoginError::ProviderError { error, .. } => {
+                matches!(
+                    error.as_str(),
+                    "access_denied"
+                        | "login_required"
+                        | "consent_required"
+                        | "interaction_required"
+                )
+            }
+            _ => false,
+        }
+    }
+
     /// Index into [`FAILURE_REASONS`].
     pub fn reason_index(&self) -> usize {
         match self {

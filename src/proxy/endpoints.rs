@@ -537,7 +537,14 @@ fn login_failure(
     ctx: &Ctx,
 ) -> Reply {
     gw.metrics.logins_failed[e.reason_index()].fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(request_id = %ctx.request_id, provider = provider.map(|p| p.name()), error = %e, "login failed");
+    match e.is_ordinary() {
+        true => {
+            tracing::info!(request_id = %ctx.request_id, provider = provider.map(|p| p.name()), error = %e, "login failed")
+        }
+        false => {
+            tracing::warn!(request_id = %ctx.request_id, provider = provider.map(|p| p.name()), error = %e, "login failed")
+        }
+    }
     let mut event = gw.audit_event(Kind::LoginFailed, ctx).reason(&format!(
         "{}: {e}",
         crate::oidc::FAILURE_REASONS[e.reason_index()]

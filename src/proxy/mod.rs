@@ -611,7 +611,15 @@ impl Gateway {
                 let _ = Reply::html(502, page).send(session).await;
             }
             (_, false) => {
-                tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed");
+                // A request the client got wrong is the client's business; a failure to serve, ours.
+                match code {
+                    400..=499 => {
+                        tracing::info!(request_id = %ctx.request_id, status = code, error = %e, "request failed")
+                    }
+                    _ => {
+                        tracing::warn!(request_id = %ctx.request_id, status = code, error = %e, "request failed")
+                    }
+                }
                 let (title, message, english) = match code {
                     400..=499 => ("Requête invalide", "La requête n'a pas pu être traitée.", "The request could not be processed."),
                     _ => ("Service indisponible", "Le service demandé ne répond pas pour le moment. Réessayez dans quelques instants.", "The service is not answering at the moment."),

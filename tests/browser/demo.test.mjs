@@ -5,12 +5,12 @@
 // Screenshots: tests/output/demo-provider.png, tests/output/demo-echo.png, tests/output/demo-signed-out.png.
 
 import assert from 'node:assert/strict';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 
 import { chromiumAvailability, launchChromium } from '../support/browser.mjs';
-import { freePort, launchPasserelle, OUTPUT_DIR, REPO_ROOT } from '../support/passerelle.mjs';
+import { demoConfig, launchPasserelle, OUTPUT_DIR } from '../support/passerelle.mjs';
 
 const availability = chromiumAvailability();
 const squash = (s) => String(s ?? '').replace(/\s+/g, ' ').trim();
@@ -21,12 +21,7 @@ test('(browser-demo) the demo in Chromium: the start line\'s URL, a test identit
 }, async (t) => {
   if (availability.failure) assert.fail(availability.failure);
   await mkdir(OUTPUT_DIR, { recursive: true });
-  const ports = { proxy: await freePort(), dev: await freePort(), echo: await freePort(), admin: await freePort() };
-  const toml = (await readFile(path.join(REPO_ROOT, 'config.example.toml'), 'utf8'))
-    .replaceAll('127.0.0.1:8080', `127.0.0.1:${ports.proxy}`)
-    .replaceAll('127.0.0.1:8081', `127.0.0.1:${ports.dev}`)
-    .replaceAll('127.0.0.1:9000', `127.0.0.1:${ports.echo}`)
-    .replaceAll('127.0.0.1:9090', `127.0.0.1:${ports.admin}`);
+  const { toml, ports } = await demoConfig();
   const passerelle = await launchPasserelle(t, toml, { adminPort: ports.admin, logName: 'browser_demo' });
   const url = passerelle.logs().match(/open (http:\/\/127\.0\.0\.1:\d+\/)/)?.[1];
   assert.equal(url, `http://127.0.0.1:${ports.proxy}/`, passerelle.logs());

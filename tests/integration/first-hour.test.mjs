@@ -10,26 +10,12 @@
 // Real parts: the binary with its built-in development provider and echo application, a scripted person.
 
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import net from 'node:net';
-import path from 'node:path';
 import { test } from 'node:test';
 
 import { pause } from '../support/http.mjs';
 import { createPerson, decodeEntities } from '../support/person.mjs';
-import { freePort, launchPasserelle, REPO_ROOT } from '../support/passerelle.mjs';
-
-/** config.example.toml on free ports. */
-async function demo() {
-  const ports = { proxy: await freePort(), dev: await freePort(), echo: await freePort(), admin: await freePort() };
-  const toml = (await readFile(path.join(REPO_ROOT, 'config.example.toml'), 'utf8'))
-    .replaceAll('127.0.0.1:8080', `127.0.0.1:${ports.proxy}`)
-    .replaceAll('127.0.0.1:8081', `127.0.0.1:${ports.dev}`)
-    .replaceAll('127.0.0.1:9000', `127.0.0.1:${ports.echo}`)
-    .replaceAll('127.0.0.1:9090', `127.0.0.1:${ports.admin}`);
-  for (const p of ['8080', '8081', '9000', '9090']) assert.ok(!toml.includes(`127.0.0.1:${p}"`), `every fixed port moved (${p})`);
-  return { toml, ports, base: `http://127.0.0.1:${ports.proxy}` };
-}
+import { demoConfig, launchPasserelle } from '../support/passerelle.mjs';
 
 /** Opens a TCP connection, writes `bytes` (maybe none) and closes it once they are sent. */
 function leave(port, bytes) {
@@ -41,7 +27,7 @@ function leave(port, bytes) {
 }
 
 test('(demo1) the demo: one line to open, the echo page decodes the identity, and signs out only who is signed in', async (t) => {
-  const { toml, ports, base } = await demo();
+  const { toml, ports, base } = await demoConfig();
   const p = await launchPasserelle(t, toml, { adminPort: ports.admin });
   const opens = p.logs().split('\n').filter((l) => l.includes('"open ') || l.includes(' open '));
   assert.equal(opens.length, 1, p.logs());
@@ -67,7 +53,7 @@ test('(demo1) the demo: one line to open, the echo page decodes the identity, an
 });
 
 test('(demo2) clients that leave: preconnects and half-sent requests to every listener write no ERROR or WARN line', async (t) => {
-  const { toml, ports } = await demo();
+  const { toml, ports } = await demoConfig();
   // pingora's records at DEBUG too: the demoted lines are then the sign that every closed connection was handled.
   const p = await launchPasserelle(t, toml, { adminPort: ports.admin, env: { PASSERELLE_LOG: 'info,pingora_core::apps=debug,pingora_proxy=debug' } });
   const before = p.logs().length;

@@ -33,7 +33,7 @@ ${auth === 'public' ? '' : '[route.headers]\n"X-Auth-Email" = "email"\n'}`;
 }
 
 /** A provider, Passerelle with `routes` (a function of nothing: TOML text), a person; extraServer for [server]. */
-async function stack(t, routes, { extraServer = '', wrapper } = {}) {
+async function stack(t, routes, { extraServer = '', wrapper, env } = {}) {
   const a = await addresses();
   const op = await stopAfter(t, startProvider({ redirectUris: a.redirectUris, postLogoutRedirectUris: a.postLogoutRedirectUris }));
   const toml = configToml({
@@ -44,7 +44,7 @@ async function stack(t, routes, { extraServer = '', wrapper } = {}) {
     providers: providerToml('op', 'oidc', op, { auth_method: 'client_secret_basic', scopes: ['openid', 'email'] }),
     routes,
   });
-  const p = await launchPasserelle(t, toml, { adminPort: a.adminPort, wrapper });
+  const p = await launchPasserelle(t, toml, { adminPort: a.adminPort, wrapper, env });
   return { ...a, p, person: createPerson() };
 }
 
@@ -115,28 +115,19 @@ test('(tls3) mTLS: an upstream that requires a client certificate gets the confi
   const up = await stopAfter(t, startUpstream({
     tls: { key: pki.key, cert: pki.cert, ca: pki.client.ca, requestCert: true, rejectUnauthorized: true },
   }));
-  const a = await addresses();
-  const op = await stopAfter(t, startProvider({ redirectUris: a.redirectUris, postLogoutRedirectUris: a.postLogoutRedirectUris }));
-  const toml = configToml({
-    writtenBy: 'tests/integration/upstreams.test.mjs',
-    port: a.port,
-    adminPort: a.adminPort,
-    providers: providerToml('op', 'oidc', op, { auth_method: 'client_secret_basic', scopes: ['openid', 'email'] }),
-    routes: [
-      route({ path: '/', upstream: up.url, tls: { ca_file: pki.caFile, cert: pki.client.certFile, key: 'env:UPSTREAM_CLIENT_KEY' } }),
-      route({ path: '/no-client-certificate', upstream: up.url, tls: { ca_file: pki.caFile } }),
-    ],
-  });
-  const p = await launchPasserelle(t, toml, { adminPort: a.adminPort, env: { UPSTREAM_CLIENT_KEY: await readFile(pki.client.keyFile, 'utf8') } });
-  const person = createPerson();
+  const s = await stack(t, [
+    route({ path: '/', upstream: up.url, tls: { ca_file: pki.caFile, cert: pki.client.certFile, key: 'env:UPSTREAM_CLIENT_KEY' } }),
+    route({ path: '/no-client-certificate', upstream: up.url, tls: { ca_file: pki.caFile } }),
+  ], { env: { UPSTREAM_CLIENT_KEY: await readFile(pki.client.keyFile, 'utf8') } });
+  const { person, p } = s;
 
-  const res = await person.login(`${a.base}/mutuel`, 'alice');
+  const res = await person.login(`${s.base}/mutuel`, 'alice');
   assert.equal(res.status, 200, res.body);
   assert.equal(up.last().clientCertificate, 'passerelle-gateway', 'the upstream saw the client certificate');
   assert.deepEqual(headerValues(up.last().rawHeaders, 'x-auth-email'), ['alice.martin@example.gouv.fr']);
   const count = up.requests.length;
 
-  const refused = await person.get(`${a.base}/no-client-certificate/x`);
+  const refused = await person.get(`${s.base}/no-client-certificate/x`);
   assert.equal(refused.status, 502, refused.body);
   assert.equal(up.requests.length, count, 'nothing reached the app without the client certificate');
   assert.ok(up.refusedHandshakes.length > 0, 'the upstream refused a handshake');

@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -254,4 +254,18 @@ export async function launchPasserelle(t, toml, { adminPort, logName = outputNam
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   await p.ready(`${adminUrl}/ready`, readyTimeoutMs);
   return { logs: p.logs, key: p.key, stop: p.stop, exited: p.exited, adminUrl };
+}
+
+/** config.example.toml (README's demo) moved to free ports: { toml, ports: { proxy, dev, echo, admin }, base }. */
+export async function demoConfig() {
+  const ports = { proxy: await freePort(), dev: await freePort(), echo: await freePort(), admin: await freePort() };
+  const toml = (await readFile(path.join(REPO_ROOT, 'config.example.toml'), 'utf8'))
+    .replaceAll('127.0.0.1:8080', `127.0.0.1:${ports.proxy}`)
+    .replaceAll('127.0.0.1:8081', `127.0.0.1:${ports.dev}`)
+    .replaceAll('127.0.0.1:9000', `127.0.0.1:${ports.echo}`)
+    .replaceAll('127.0.0.1:9090', `127.0.0.1:${ports.admin}`);
+  for (const p of ['8080', '8081', '9000', '9090']) {
+    if (toml.includes(`127.0.0.1:${p}"`)) throw new Error(`demoConfig: port ${p} left in config.example.toml`);
+  }
+  return { toml, ports, base: `http://127.0.0.1:${ports.proxy}` };
 }
