@@ -18,8 +18,11 @@ function sClient(port, args) {
     const child = execFile('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', '127.0.0.1', ...args],
       { timeout: 10_000 }, (e, stdout, stderr) => {
         const output = `${stdout}${stderr}`;
-        const protocol = output.match(/^\s*Protocol\s*:\s*(\S+)/m)?.[1];
-        const cipher = output.match(/^\s*Cipher\s*:\s*(\S+)/m)?.[1] ?? output.match(/Cipher is (\S+)/)?.[1];
+        // "New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384": printed as soon as the handshake ends (the SSL-Session
+        // block may not be, when the connection closes before a TLS 1.3 session ticket arrives).
+        const handshake = output.match(/^New, (\S+), Cipher is (\S+)/m);
+        const protocol = handshake?.[1];
+        const cipher = handshake?.[2];
         resolve({ ok: Boolean(cipher && cipher !== '(NONE)' && cipher !== '0000'), protocol, cipher, output });
       });
     child.stdin.end('Q\n');
