@@ -77,7 +77,7 @@ test('(tls1) https upstream with a private CA: the login lands and identity reac
     assert.ok(line, `${where}: an ERROR line with the page's correlation id ${id}:\n${s.p.logs()}`);
     assert.ok(line.includes(caFile), `${where}: the line names ${caFile}: ${line}`);
     assert.match(line, /ERROR/);
-    assert.match(line, /UnknownIssuer|unknown ?issuer|certificate/i, line);
+    assert.match(line, /UnknownIssuer/, line);
   }
   assert.equal(up.requests.length, before, 'no request reached the upstream over an untrusted connection');
 });
