@@ -113,6 +113,7 @@ mod tests {
             path: "/".into(),
             upstreams: vec![],
             upstream_tls: Default::default(),
+            upstream_h2: false,
             assertion: None,
             auth: AuthMode::Required,
             providers: vec!["p".into()],

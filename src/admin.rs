@@ -28,6 +28,8 @@ pub struct Metrics {
     pub refused_path: AtomicU64,
     pub refused_too_large: AtomicU64,
     pub refused_host: AtomicU64,
+    /// Requests over `tls::MAX_IN_FLIGHT` on one connection (an HTTP/2 reset flood), answered 429.
+    pub refused_busy: AtomicU64,
     /// `Set-Cookie` headers of upstreams naming one of Passerelle's cookies, removed.
     pub upstream_cookies_removed: AtomicU64,
     /// Forward-auth requests refused because the original URI could not be read with certainty.
@@ -106,11 +108,12 @@ impl Metrics {
             ),
             labelled(
                 "passerelle_requests_refused_total",
-                "Requests answered before routing: ambiguous path (400), headers over server.max_header_bytes (431), Host missing, repeated or not a valid host (400).",
+                "Requests answered before routing: ambiguous path (400), headers over server.max_header_bytes (431), Host missing, repeated or not a valid host (400), too many requests in flight on one connection (429).",
                 [
                     ("path", &self.refused_path),
                     ("headers_too_large", &self.refused_too_large),
                     ("host", &self.refused_host),
+                    ("connection_busy", &self.refused_busy),
                 ]
                 .into_iter(),
             ),

@@ -27,4 +27,5 @@ pub mod routes;
 pub mod server;
 pub mod session;
 pub mod small_app;
+pub mod tls;
 pub mod upstream;

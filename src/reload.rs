@@ -4,12 +4,14 @@
 //! What lives outside a generation stays as started, and the log says so when the file changes it: the
 //! listeners and thread count (a binary upgrade, `run --upgrade`, or a restart applies them), the Redis
 //! link (it has listened for revocations since the start: replacing it could miss one), the admin
-//! listener and token, and the development provider. Everything a request is decided and forwarded
+//! listener and token, and the development provider. The TLS certificates are re-read (and also whenever
+//! their files change). Everything a request is decided and forwarded
 //! with is in the generation: routes, providers, scopes, headers, rules, session keys and lifetimes.
 
 use crate::admin::Metrics;
 use crate::config::{self, Config, ProviderKind};
 use crate::proxy::Gateway;
+use crate::tls::certificates::CertStore;
 use crate::upstream::{ResolveError, Upstream};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -31,14 +33,22 @@ pub struct Reloader {
     path: PathBuf,
     current: Arc<ArcSwap<Gateway>>,
     metrics: Arc<Metrics>,
+    /// The TLS listeners' certificates, which a reload re-reads (`None` without `server.tls`).
+    certificates: Option<Arc<CertStore>>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, current: Arc<ArcSwap<Gateway>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        current: Arc<ArcSwap<Gateway>>,
+        metrics: Arc<Metrics>,
+        certificates: Option<Arc<CertStore>>,
+    ) -> Self {
         Reloader {
             path,
             current,
             metrics,
+            certificates,
         }
     }
 
@@ -58,6 +68,17 @@ impl Reloader {
             Ok((next, kept)) => {
                 for setting in kept {
                     tracing::warn!(file = %file, setting, "changed in the file, but applied only by a binary upgrade (passerelle run --upgrade) or a restart; the running value stays");
+                }
+                if let (Some(store), Some(tls)) = (&self.certificates, &next.config.server.tls) {
+                    // Checked by the configuration load a moment ago; a file replaced since keeps the
+                    // running certificate, and the watcher tries again when it changes.
+                    let certificates = tls.certificates.clone();
+                    let store = store.clone();
+                    let outcome =
+                        tokio::task::spawn_blocking(move || store.replace(&certificates)).await;
+                    if let Ok(Err(e)) = outcome {
+                        tracing::error!(file = %file, error = %e, "the new server certificate cannot be used: the running one stays");
+                    }
                 }
                 let (routes, providers) = (next.config.routes.len(), next.config.providers.len());
                 self.current.store(Arc::new(next));
@@ -146,12 +167,8 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             })
             .collect()
     };
-    let tls = |c: &Config| {
-        c.server
-            .tls
-            .as_ref()
-            .map(|t| (t.cert.clone(), t.key.clone()))
-    };
+    // The certificates themselves are replaced by a reload; whether the listeners speak TLS is not.
+    let tls = |c: &Config| c.server.tls.is_some();
     let redis = |c: &Config| (c.session.store, c.session.redis.clone());
     let audit = |c: &Config| {
         c.audit.as_ref().map(|a| {
@@ -163,7 +180,8 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     [
         ("server.listen", a.listen != b.listen),
-        ("server.tls", tls(old) != tls(new)),
+        ("server.tls (on or off)", tls(old) != tls(new)),
+        ("server.redirect_http", a.redirect_http != b.redirect_http),
         ("server.threads", a.threads != b.threads),
         (
             "server.resolve_interval",

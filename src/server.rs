@@ -10,6 +10,8 @@ use crate::oidc::{LoginError, Provider};
 use crate::proxy::{Gateway, Passerelle};
 use crate::routes::RouteTable;
 use crate::session::SessionManager;
+use crate::tls::certificates::{CertStore, CertWatcher};
+use crate::tls::redirect_http::RedirectHttp;
 use crate::upstream::{ResolveError, Resolver, Upstream};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -264,24 +266,55 @@ pub fn build(
         listening(server.add_service(service));
     }
 
+    let certificates = match &config.server.tls {
+        Some(tls) => {
+            let store = CertStore::new(&tls.certificates)
+                .map_err(|e| StartError::Server(format!("server.tls: {e}")))?;
+            server.add_service(background_service(
+                "certificate renewal",
+                CertWatcher {
+                    store: store.clone(),
+                    interval: CERTIFICATE_POLL,
+                },
+            ));
+            Some(store)
+        }
+        None => None,
+    };
     if let Some(path) = config_path {
         server.add_service(background_service(
             "configuration reload",
-            crate::reload::Reloader::new(path, current.clone(), metrics),
+            crate::reload::Reloader::new(path, current.clone(), metrics, certificates.clone()),
         ));
     }
+    if !config.server.redirect_http.is_empty() {
+        let mut service = Service::new(
+            "https redirect".into(),
+            HttpServer::new_app(RedirectHttp {
+                gateway: current.clone(),
+            }),
+        );
+        for addr in &config.server.redirect_http {
+            service.add_tcp(&addr.to_string());
+        }
+        listening(server.add_service(service));
+    }
+    let mut http = pingora::proxy::http_proxy(&server.configuration, Passerelle::new(current));
+    http.h2_options = Some(h2_options(&config));
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.server.keepalive_timeout);
+    http.server_options = Some(options);
     let mut proxy = Service::new(
         "passerelle".into(),
-        LeanConnections::new(
-            pingora::proxy::http_proxy(&server.configuration, Passerelle::new(current)),
-            config.server.keepalive_timeout,
-        ),
+        LeanConnections::new(http, config.server.keepalive_timeout),
     );
     for addr in &config.server.listen {
-        match &config.server.tls {
-            Some(tls) => proxy
-                .add_tls(&addr.to_string(), &tls.cert, &tls.key)
-                .map_err(|e| StartError::Server(e.to_string()))?,
+        match &certificates {
+            Some(store) => {
+                let settings = crate::tls::listener_settings(store.clone())
+                    .map_err(|e| StartError::Server(e.to_string()))?;
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            }
             // No L4 read buffer on plain TCP: the HTTP parser reads into its own, and an idle connection
             // would otherwise keep 64 KB (src/connections.rs).
             None => proxy.add_listener(
@@ -292,6 +325,22 @@ pub fn build(
     }
     listening(server.add_service(proxy));
     Ok(server)
+}
+
+/// How often the certificate files are looked at for a renewal: a stat of each, nothing more.
+const CERTIFICATE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// HTTP/2's limits on a downstream connection: the header list no larger than `server.max_header_bytes`
+/// (as HTTP/1.1's), 100 concurrent streams, and the h2 crate's defences against reset floods kept bounded
+/// (CVE-2023-44487: streams reset before being accepted; CVE-2024-27316-like error floods).
+fn h2_options(config: &Config) -> pingora::protocols::http::v2::server::H2Options {
+    let mut options = pingora::protocols::http::v2::server::default_h2_options();
+    options
+        .max_header_list_size(config.server.max_header_bytes as u32)
+        .max_concurrent_streams(crate::tls::MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(Some(256));
+    options
 }
 
 /// One configuration generation: what the proxy decides and forwards with, from `config`, the sessions
@@ -305,6 +354,7 @@ pub(crate) fn generation(
     resolver: Arc<Resolver>,
 ) -> Gateway {
     crate::pages::set_branding(config.pages.clone(), &config.server.prefix);
+    crate::proxy::respond::set_hsts(config.server.hsts.clone());
     let providers: BTreeMap<String, Arc<Provider>> = config
         .providers
         .iter()

@@ -11,6 +11,7 @@ mod raw;
 mod redis;
 mod route;
 mod secret;
+mod server_tls;
 mod tls_files;
 mod types;
 
@@ -240,6 +241,12 @@ impl Validator<'_> {
             .collect();
         all.extend(
             server
+                .redirect_http
+                .iter()
+                .map(|a| (*a, "server.redirect_http".to_string())),
+        );
+        all.extend(
+            server
                 .admin_listen
                 .map(|a| (a, "server.admin_listen".to_string())),
         );
@@ -393,14 +400,11 @@ impl Validator<'_> {
             None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         };
         let tls = match &raw.tls {
-            Some(t) => {
-                let t = t.get_ref();
-                let cert = self.pem_file(&t.cert, "server.tls.cert", "CERTIFICATE")?;
-                let key = self.pem_file(&t.key, "server.tls.key", "PRIVATE KEY")?;
-                Some(TlsFiles { cert, key })
-            }
+            Some(t) => Some(self.server_tls(t)?),
             None => None,
         };
+        let hsts = self.hsts(&raw)?;
+        let redirect_http = self.redirect_http(&raw)?;
         let public_url = match &raw.public_url {
             Some(u) => Some(self.public_url(u)?),
             None => None,
@@ -584,6 +588,8 @@ impl Validator<'_> {
             },
             listen,
             tls,
+            hsts,
+            redirect_http,
             public_url,
             trusted_proxies,
             prefix,

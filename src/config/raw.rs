@@ -60,7 +60,9 @@ pub struct RawAudit {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<S<Vec<S<String>>>>,
-    pub tls: Option<S<RawTls>>,
+    pub tls: Option<S<OneOrMany<RawTls>>>,
+    pub hsts: Option<S<String>>,
+    pub redirect_http: Option<S<Vec<S<String>>>>,
     pub public_url: Option<S<String>>,
     #[serde(default)]
     pub trusted_proxies: Vec<S<String>>,
@@ -90,6 +92,41 @@ pub struct RawServer {
 pub struct RawTls {
     pub cert: S<String>,
     pub key: S<String>,
+    pub hosts: Option<S<Vec<S<String>>>>,
+}
+
+/// A table, or an array of them (`server.tls = { … }` or `[[server.tls]]`).
+#[derive(Debug)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<S<T>>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(OneOrMany::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany::Many)
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +249,7 @@ pub struct RawRoute {
     pub cache: Option<S<String>>,
     pub purpose: Option<S<String>>,
     pub upstream_tls: Option<S<RawUpstreamTls>>,
+    pub upstream_h2: Option<S<bool>>,
     pub assertion: Option<S<RawRouteAssertion>>,
 }
 

@@ -248,6 +248,7 @@ impl Validator<'_> {
             path,
             upstreams,
             upstream_tls,
+            upstream_h2: raw.upstream_h2.as_ref().is_some_and(|b| *b.get_ref()),
             auth,
             providers: route_providers,
             scopes,

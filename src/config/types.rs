@@ -68,7 +68,11 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<ServerTls>,
+    /// `Strict-Transport-Security` on every answer, as written (validated).
+    pub hsts: Option<http::HeaderValue>,
+    /// Plain-HTTP listeners that only redirect to https.
+    pub redirect_http: Vec<SocketAddr>,
     pub public_url: Option<PublicUrl>,
     pub trusted_proxies: Vec<IpNet>,
     pub prefix: String,
@@ -146,10 +150,20 @@ impl ServerConfig {
     }
 }
 
+/// `server.tls`: the listener's certificates, checked at load (each key goes with its certificate).
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
+pub struct ServerTls {
+    /// In the file's order; the first without `hosts` (else the first) answers names no other claims.
+    pub certificates: Vec<ServerCertificate>,
+}
+
+/// One certificate and key by path (re-read on reload and when the files change) and the names it is
+/// chosen for by SNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCertificate {
     pub cert: String,
     pub key: String,
+    pub hosts: Vec<HostPattern>,
 }
 
 /// The externally visible base URL: scheme, host and optional port, no path.
@@ -537,6 +551,8 @@ pub struct RouteConfig {
     pub upstreams: Vec<UpstreamTarget>,
     /// For https upstreams: trust, client certificate, SNI and hostname verification.
     pub upstream_tls: UpstreamTls,
+    /// HTTP/2 to the upstream (ALPN h2 over TLS, prior knowledge over plain TCP) instead of HTTP/1.1.
+    pub upstream_h2: bool,
     pub assertion: Option<RouteAssertion>,
     pub auth: AuthMode,
     pub providers: Vec<String>,

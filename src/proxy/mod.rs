@@ -9,7 +9,7 @@ mod backchannel;
 mod endpoints;
 mod forward_auth;
 mod request;
-mod respond;
+pub(crate) mod respond;
 mod response;
 mod service;
 
@@ -73,6 +73,8 @@ pub struct Ctx {
     trusted_peer: bool,
     peer: Option<std::net::IpAddr>,
     connect_retries: u8,
+    /// Counts this request on its TLS connection until the request ends (`tls::MAX_IN_FLIGHT`).
+    in_flight: Option<crate::tls::InFlight>,
 }
 
 /// The target and host the decision was taken on. pingora rebuilds the upstream request from the
@@ -248,6 +250,20 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<bool> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(connection) = crate::tls::connection(session.digest()) {
+            match connection.enter() {
+                Some(counted) => ctx.in_flight = Some(counted),
+                None => {
+                    // Nothing is decided or proxied for it: the answer costs less than the request.
+                    self.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(request_id = %ctx.request_id, "too many requests in flight on one connection");
+                    Reply::text(429, "Too many requests on this connection")
+                        .send(session)
+                        .await?;
+                    return Ok(true);
+                }
+            }
+        }
         let info = match RequestInfo::read(session, &self.config.server) {
             Ok(info) => info,
             Err(e) => {
@@ -419,13 +435,20 @@ impl Gateway {
         let index = ctx.route.ok_or_else(|| {
             pingora::Error::explain(pingora::ErrorType::InternalError, "no route selected")
         })?;
-        self.upstreams
+        let mut peer = self
+            .upstreams
             .get(index)
             .and_then(|u| u.peer(self.config.server.upstream_timeout))
-            .map(Box::new)
             .ok_or_else(|| {
                 pingora::Error::explain(pingora::ErrorType::ConnectNoRoute, "no healthy upstream")
-            })
+            })?;
+        if self.routes.get(index).is_some_and(|r| r.upstream_h2) {
+            // Over TLS, h2 offered by ALPN with http/1.1 kept; over plain TCP there is no negotiation,
+            // so h2 with prior knowledge (h2c), which the operator asked for.
+            let min = if peer.is_tls() { 1 } else { 2 };
+            peer.options.set_http_version(2, min);
+        }
+        Ok(Box::new(peer))
     }
 
     /// Strips every header that could pass for identity, then sets the route's headers from the session.
@@ -535,6 +558,10 @@ impl Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if let Some(hsts) = &self.config.server.hsts {
+            upstream_response
+                .insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
         let removed = response::remove_own_set_cookies(upstream_response, &self.own_cookies);
         if removed > 0 {
             self.metrics
@@ -742,9 +769,23 @@ impl Gateway {
     /// Passerelle's cookies are its own: the upstream never sees the session, its chunks, the flows or
     /// the id_token hint (oauth2-proxy #388; mod_auth_openidc `OIDCStripCookies`). On bytes, so a cookie
     /// of the app's that is not ASCII neither hides ours nor gets lost.
+    ///
+    /// HTTP/2 lets a browser send each cookie in a field of its own (RFC 9113 §8.2.3); they reach the
+    /// upstream as one `Cookie` line, joined with "; " as that section requires of an intermediary, whatever
+    /// protocol the upstream speaks.
     fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
-        let Some(kept) = self.own_cookies.strip_request(&upstream.headers) else {
-            return;
+        let kept = match self.own_cookies.strip_request(&upstream.headers) {
+            Some(kept) => kept,
+            None if upstream
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .nth(1)
+                .is_some() =>
+            {
+                join_cookie_lines(&upstream.headers)
+            }
+            None => return,
         };
         upstream.remove_header(&http::header::COOKIE);
         if kept.is_empty() {
@@ -761,6 +802,18 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Every `Cookie` line as one, joined with "; " (RFC 9113 §8.2.3).
+fn join_cookie_lines(headers: &http::HeaderMap) -> Vec<u8> {
+    let mut joined = Vec::new();
+    for line in headers.get_all(http::header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(line.as_bytes());
+    }
+    joined
 }
 
 /// An address as `X-Forwarded-For` carries it. IPv4, on every proxied request, is written by hand: the

@@ -192,8 +192,8 @@ impl RequestInfo {
     }
 }
 
-/// The one authority of this request: a trusted proxy's `X-Forwarded-Host`, else the absolute-form
-/// target's, else `Host`. Two sources that disagree, or one given twice, are refused, never chosen from.
+/// The one authority of this request: a trusted proxy's `X-Forwarded-Host`, else HTTP/2's `:authority`
+/// or the absolute-form target's, else `Host`. Two sources that disagree, or one given twice, are refused, never chosen from.
 fn read_authority(
     req: &RequestHeader,
     server: &ServerConfig,
@@ -219,7 +219,14 @@ fn read_authority(
         }
     }
     let host = host.map(|h| Authority::parse(h.as_bytes())).transpose()?;
-    if let Some(target) = absolute_form_authority(req.raw_path()) {
+    // HTTP/2 names the host in `:authority` (RFC 9113 §8.3.1), which `Host` may repeat but not contradict;
+    // HTTP/1.1 in an absolute-form target.
+    let h2 = req.version == http::Version::HTTP_2;
+    let target = match h2 {
+        true => req.uri.authority().map(|a| a.as_str().as_bytes()),
+        false => absolute_form_authority(req.raw_path()),
+    };
+    if let Some(target) = target {
         let target = Authority::parse(target)?;
         return match host {
             Some(host) if host != target => Err(Refused::HostMismatch),
@@ -228,6 +235,7 @@ fn read_authority(
     }
     match host {
         Some(host) => Ok(host),
+        None if h2 => Err(Refused::MissingHost),
         // RFC 9112 §3.2 makes Host mandatory from HTTP/1.1 on; an HTTP/1.0 client without it is at the
         // public URL's site when there is one, and refused otherwise rather than routed on a guess.
         None if req.version != http::Version::HTTP_11 => match &server.public_url {
@@ -294,5 +302,43 @@ mod tests {
         assert_eq!(escape_query(b"x=\xe9&y=%41").unwrap(), "x=%E9&y=%41");
         assert!(escape_query(b"x=\x01").is_err());
         assert_eq!(escape_query(b"x= ").unwrap(), "x=%20");
+    }
+
+    fn h2_request(uri: &str, hosts: &[&str]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        req.set_version(http::Version::HTTP_2);
+        req.set_uri(uri.parse().unwrap());
+        for h in hosts {
+            req.append_header("host", *h).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn http2_is_routed_on_its_authority_and_a_contradicting_host_is_refused() {
+        let config = crate::config::parse(
+            "[session]\nkeys = [\"ZGVtby1rZXktbmV2ZXItdXNlLWluLXByb2R1Y3Rpb24=\"]\n[server]\npublic_url = \"https://public.example\"\n[[route]]\nupstream = \"http://127.0.0.1:9\"\nauth = \"public\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let read = |req: &RequestHeader| read_authority(req, &config.server, false);
+        let host = |a: Authority| a.host().to_string();
+        assert_eq!(
+            host(read(&h2_request("https://App.Example/x", &[])).unwrap()),
+            "app.example"
+        );
+        assert_eq!(
+            host(read(&h2_request("https://app.example/x", &["app.example"])).unwrap()),
+            "app.example"
+        );
+        assert_eq!(
+            read(&h2_request("https://app.example/x", &["other.example"])).unwrap_err(),
+            Refused::HostMismatch
+        );
+        // Neither `:authority` nor Host: refused, never routed on the public URL's host by guess.
+        assert_eq!(
+            read(&h2_request("/x", &[])).unwrap_err(),
+            Refused::MissingHost
+        );
     }
 }

@@ -7,6 +7,15 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::borrow::Cow;
+use std::sync::Arc;
+
+/// `server.hsts` of the running generation: every answer Passerelle writes carries it, as proxied ones do
+/// (set by each generation, like the pages' branding).
+static HSTS: arc_swap::ArcSwapOption<http::HeaderValue> = arc_swap::ArcSwapOption::const_empty();
+
+pub fn set_hsts(value: Option<http::HeaderValue>) {
+    HSTS.store(value.map(Arc::new));
+}
 
 pub struct Reply {
     status: u16,
@@ -113,6 +122,9 @@ impl Reply {
             header.append_header(name, value)?;
         }
         header.insert_header("Content-Length", self.body.len().to_string())?;
+        if let Some(hsts) = HSTS.load().as_deref() {
+            header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
         let head_only = session.req_header().method == http::Method::HEAD;
         if self.body.is_empty() || head_only {
             session

@@ -137,6 +137,7 @@ mod tests {
             path: normalise_route_prefix(path).unwrap(),
             upstreams: vec![],
             upstream_tls: Default::default(),
+            upstream_h2: false,
             assertion: None,
             auth: AuthMode::Required,
             providers: vec![],

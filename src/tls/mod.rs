@@ -1,0 +1,75 @@
+//! The TLS front door: how a `server.tls` listener is set up (ALPN h2 and http/1.1, certificates by SNI
+//! that renew while running) and what each TLS connection carries for the requests it multiplexes.
+
+pub mod certificates;
+pub mod redirect_http;
+
+use certificates::CertStore;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use std::any::Any;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// How many requests one connection may have in the proxy at once: twice the streams HTTP/2 lets it open
+/// (`MAX_CONCURRENT_STREAMS`). A stream the client resets is closed for the HTTP/2 layer at once, while the
+/// request it started is still being decided and proxied: without this count, opening and resetting
+/// streams in a loop (rapid reset, CVE-2023-44487) would start unbounded work from one connection.
+pub const MAX_IN_FLIGHT: u32 = 2 * MAX_CONCURRENT_STREAMS;
+
+/// Streams an HTTP/2 client may have open at once (nginx and pingora: 100 and 128).
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// What Passerelle keeps per TLS connection, shared by every request on it (pingora's digest extension).
+#[derive(Debug, Default)]
+pub struct Connection {
+    in_flight: Arc<AtomicU32>,
+}
+
+impl Connection {
+    /// Counts one more request on this connection; `None` when it already has `MAX_IN_FLIGHT`.
+    pub fn enter(&self) -> Option<InFlight> {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(self.in_flight.clone());
+        (before < MAX_IN_FLIGHT).then_some(guard)
+    }
+}
+
+/// One request counted on its connection until it is dropped (with the request's context).
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Attaches a `Connection` to each TLS connection once its handshake is done.
+struct Callbacks;
+
+#[async_trait::async_trait]
+impl TlsAccept for Callbacks {
+    async fn handshake_complete_callback(
+        &self,
+        _tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        Some(Arc::new(Connection::default()))
+    }
+}
+
+/// The settings of one `server.tls` listener: HTTP/2 offered first, HTTP/1.1 kept, and the certificate
+/// asked of `store` at each handshake. TLS 1.2 and 1.3 only, with rustls' AEAD/ECDHE suites (SECURITY.md).
+pub fn listener_settings(store: Arc<CertStore>) -> pingora::Result<TlsSettings> {
+    let mut settings = TlsSettings::with_callbacks(Box::new(Callbacks))?;
+    settings.set_cert_resolver(store);
+    settings.enable_h2();
+    Ok(settings)
+}
+
+/// The connection state of a request that came over TLS.
+pub fn connection(digest: Option<&pingora::protocols::Digest>) -> Option<&Connection> {
+    let ssl = digest?.ssl_digest.as_ref()?;
+    ssl.extension.get::<Connection>()
+}
