@@ -558,6 +558,9 @@ impl Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // Hop-by-hop (RFC 9110 §7.6.1): the upstream's keep-alive terms are for its connection to us, not the
+        // client's; HTTP/2 has no such field at all.
+        upstream_response.remove_header(&KEEP_ALIVE);
         if let Some(hsts) = &self.config.server.hsts {
             upstream_response
                 .insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
@@ -803,6 +806,8 @@ impl Gateway {
         }
     }
 }
+
+const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
 
 /// Every `Cookie` line as one, joined with "; " (RFC 9113 §8.2.3).
 fn join_cookie_lines(headers: &http::HeaderMap) -> Vec<u8> {

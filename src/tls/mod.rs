@@ -73,3 +73,26 @@ pub fn connection(digest: Option<&pingora::protocols::Digest>) -> Option<&Connec
     let ssl = digest?.ssl_digest.as_ref()?;
     ssl.extension.get::<Connection>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_has_at_most_max_in_flight_requests_and_each_ended_one_frees_its_place() {
+        let connection = Connection::default();
+        let held: Vec<InFlight> = (0..MAX_IN_FLIGHT)
+            .map(|_| connection.enter().expect("under the limit"))
+            .collect();
+        assert!(connection.enter().is_none(), "one over the limit");
+        assert!(
+            connection.enter().is_none(),
+            "a refused request holds no place"
+        );
+        drop(held.into_iter().next());
+        assert!(
+            connection.enter().is_some(),
+            "an ended request frees its place"
+        );
+    }
+}

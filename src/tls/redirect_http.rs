@@ -38,11 +38,16 @@ impl ServeHttp for RedirectHttp {
                     .into(),
             );
         };
-        let path = req.raw_path();
-        let path = if path.first() == Some(&b'/') {
-            path
-        } else {
-            b"/"
+        // Origin-form as received; an absolute-form target (RFC 9112 §3.2.2) by its path and query.
+        let raw = req.raw_path();
+        let path = match raw.first() {
+            Some(b'/') => raw,
+            _ => req
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().as_bytes())
+                .filter(|p| p.first() == Some(&b'/'))
+                .unwrap_or(b"/"),
         };
         let mut location = origin.into_bytes();
         location.extend_from_slice(path);

@@ -15,6 +15,8 @@
 // request here is same-site http on 127.0.0.1).
 
 import http from 'node:http';
+import http2 from 'node:http2';
+import https from 'node:https';
 
 const NAVIGATION_HEADERS = [
   ['Accept', 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'],
@@ -226,8 +228,83 @@ function isRedirect(status) {
   return [301, 302, 303, 307, 308].includes(status);
 }
 
-export function createPerson({ name = 'person' } = {}) {
+/**
+ * `tls`: for https URLs, `{ ca, protocol }` — the CA to trust, and 'h2' (one HTTP/2 connection per origin, reused as a
+ * browser does; `person.close()` ends them) or 'http/1.1'. http URLs always go over node:http.
+ */
+export function createPerson({ name = 'person', tls } = {}) {
   const jar = new CookieJar();
+  const h2Sessions = new Map(); // origin -> ClientHttp2Session
+
+  function h2Session(origin) {
+    let session = h2Sessions.get(origin);
+    if (!session || session.closed || session.destroyed) {
+      session = http2.connect(origin, { ca: tls?.ca });
+      session.on('error', () => {});
+      h2Sessions.set(origin, session);
+    }
+    return session;
+  }
+
+  /** One HTTP/2 request: `pairs` become regular fields (lower-cased, order and repeats kept); Host stays a field if given. */
+  function h2Exchange(u, method, pairs, payload, timeoutMs) {
+    const raw = [':method', method, ':path', `${u.pathname}${u.search}`, ':scheme', 'https', ':authority', u.host];
+    for (const [k, v] of pairs) {
+      // Connection-specific fields do not exist in HTTP/2 (RFC 9113 §8.2.2).
+      if (['connection', 'keep-alive', 'transfer-encoding', 'upgrade'].includes(k.toLowerCase())) continue;
+      raw.push(k.toLowerCase(), v);
+    }
+    return new Promise((resolve, reject) => {
+      const stream = h2Session(u.origin).request(raw, { endStream: payload === undefined });
+      const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), timeoutMs);
+      let head;
+      const chunks = [];
+      stream.on('response', (h) => { head = h; });
+      stream.on('data', (c) => chunks.push(c));
+      stream.on('error', (e) => { clearTimeout(timer); reject(e); });
+      stream.on('close', () => {
+        clearTimeout(timer);
+        if (!head) {
+          reject(new Error(`${name}: ${method} ${u.href} over h2: stream closed without a response (code ${stream.rstCode})`));
+          return;
+        }
+        const rawHeaders = [];
+        for (const [k, v] of Object.entries(head)) {
+          if (k.startsWith(':')) continue;
+          for (const one of [].concat(v)) rawHeaders.push(k, String(one));
+        }
+        resolve({ statusCode: head[':status'], rawHeaders, body: Buffer.concat(chunks), httpVersion: '2.0' });
+      });
+      if (payload !== undefined) stream.end(payload);
+    });
+  }
+
+  /** One HTTP/1.1 request (http or https). */
+  function h1Exchange(u, method, pairs, payload, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const secure = u.protocol === 'https:';
+      const req = (secure ? https : http).request({
+        host: u.hostname,
+        port: u.port,
+        path: `${u.pathname}${u.search}`,
+        method,
+        agent: false,
+        headers: pairs.flat(),
+        timeout: timeoutMs,
+        ...(secure ? { ca: tls?.ca, ALPNProtocols: ['http/1.1'] } : {}),
+      }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => resolve({
+          statusCode: res.statusCode, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks), httpVersion: res.httpVersion,
+        }));
+      });
+      req.on('timeout', () => req.destroy(new Error(`${name}: ${method} ${u.href} timed out after ${timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
 
   /**
    * One HTTP request, no redirect following. Cookies from the jar are sent and Set-Cookie stored.
@@ -256,46 +333,33 @@ export function createPerson({ name = 'person' } = {}) {
     }
     const sent = all.map(([k, v]) => [k, v]);
 
-    return new Promise((resolve, reject) => {
-      const req = http.request({
-        host: u.hostname,
-        port: u.port,
-        path: `${u.pathname}${u.search}`,
+    const h2 = u.protocol === 'https:' && tls?.protocol === 'h2';
+    const exchange = h2
+      ? h2Exchange(u, method, all.filter(([k]) => !(k === 'Host' && !overridden.has('host'))), payload, timeoutMs)
+      : h1Exchange(u, method, all, payload, timeoutMs);
+    return exchange.then((res) => {
+      const setCookies = [];
+      const headersObj = {};
+      for (let i = 0; i < res.rawHeaders.length; i += 2) {
+        const k = res.rawHeaders[i].toLowerCase();
+        const v = res.rawHeaders[i + 1];
+        if (k === 'set-cookie') setCookies.push(v);
+        headersObj[k] = k in headersObj ? `${headersObj[k]}, ${v}` : v;
+      }
+      jar.store(url, setCookies);
+      const location = headersObj.location !== undefined ? new URL(headersObj.location, url).href : undefined;
+      return {
+        url,
         method,
-        agent: false,
-        headers: all.flat(),
-        timeout: timeoutMs,
-      }, (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () => {
-          const setCookies = [];
-          const headersObj = {};
-          for (let i = 0; i < res.rawHeaders.length; i += 2) {
-            const k = res.rawHeaders[i].toLowerCase();
-            const v = res.rawHeaders[i + 1];
-            if (k === 'set-cookie') setCookies.push(v);
-            headersObj[k] = k in headersObj ? `${headersObj[k]}, ${v}` : v;
-          }
-          jar.store(url, setCookies);
-          const location = headersObj.location !== undefined ? new URL(headersObj.location, url).href : undefined;
-          resolve({
-            url,
-            method,
-            status: res.statusCode,
-            headers: headersObj,
-            rawHeaders: res.rawHeaders,
-            setCookies: setCookies.map(parseSetCookie).filter(Boolean),
-            location,
-            body: Buffer.concat(chunks).toString('utf8'),
-            sentHeaders: sent,
-          });
-        });
-      });
-      req.on('timeout', () => req.destroy(new Error(`${name}: ${method} ${url} timed out after ${timeoutMs} ms`)));
-      req.on('error', reject);
-      req.end(payload);
+        status: res.statusCode,
+        httpVersion: res.httpVersion,
+        headers: headersObj,
+        rawHeaders: res.rawHeaders,
+        setCookies: setCookies.map(parseSetCookie).filter(Boolean),
+        location,
+        body: res.body.toString('utf8'),
+        sentHeaders: sent,
+      };
     });
   }
 
@@ -404,6 +468,11 @@ export function createPerson({ name = 'person' } = {}) {
     name,
     jar,
     request,
+    /** Ends the HTTP/2 connections (a browser closing). */
+    close() {
+      for (const session of h2Sessions.values()) session.close();
+      h2Sessions.clear();
+    },
     navigate,
     submitForm,
     throughProvider,

@@ -5,6 +5,9 @@
 //   pki.caFile, pki.ca, pki.cert, pki.key               // PEM paths / texts
 //   pki.client.certFile, pki.client.keyFile, pki.client.caFile   // with `client`: a client certificate and its CA
 //   pki.otherCaFile                                      // a CA that signed nothing here: the wrong CA
+//   const pki = await makePki(t, { servers: { a: ['DNS:a.test'] } });
+//   pki.servers.a.certFile, .keyFile, .cert, .key       // with `servers`: more server certificates from the same CA
+//   await pki.issueServer('b2', ['DNS:b.test'])          // another one, later (a renewal): { certFile, keyFile, cert, key }
 
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -12,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 /** undefined when openssl is missing. */
-export async function makePki(t, { serverNames = ['IP:127.0.0.1'], client = false } = {}) {
+export async function makePki(t, { serverNames = ['IP:127.0.0.1'], client = false, servers = {} } = {}) {
   const dir = await mkdtemp(path.join(tmpdir(), 'passerelle-pki-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const run = (args) => new Promise((resolve, reject) => {
@@ -36,14 +39,27 @@ export async function makePki(t, { serverNames = ['IP:127.0.0.1'], client = fals
   await makeCa('other-ca', 'Another CA that signed nothing here');
   await issue('server', 'ca', '/CN=Passerelle test upstream', `subjectAltName=${serverNames.join(',')}\nextendedKeyUsage=serverAuth\n`);
   const file = (name) => path.join(dir, name);
+  /** A server certificate `name`.pem / `name`.key from the same CA, for these subjectAltNames. */
+  const issueServer = async (name, names) => {
+    await issue(name, 'ca', `/CN=Passerelle test server ${name}`, `subjectAltName=${names.join(',')}\nextendedKeyUsage=serverAuth\n`);
+    return {
+      certFile: file(`${name}.pem`),
+      keyFile: file(`${name}.key`),
+      cert: await readFile(file(`${name}.pem`), 'utf8'),
+      key: await readFile(file(`${name}.key`), 'utf8'),
+    };
+  };
   const pki = {
     dir,
+    issueServer,
+    servers: {},
     caFile: file('ca.pem'),
     otherCaFile: file('other-ca.pem'),
     ca: await readFile(file('ca.pem'), 'utf8'),
     key: await readFile(file('server.key'), 'utf8'),
     cert: await readFile(file('server.pem'), 'utf8'),
   };
+  for (const [name, names] of Object.entries(servers)) pki.servers[name] = await issueServer(name, names);
   if (client) {
     await makeCa('client-ca', 'Passerelle client CA');
     await issue('client', 'client-ca', '/CN=passerelle-gateway/O=Test administration', 'extendedKeyUsage=clientAuth\n');
