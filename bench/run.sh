@@ -19,8 +19,14 @@
 #                        provider, client-cookie session, the same nginx upstream (skipped with BENCH_APACHE=0)
 #        (e) auth-redis  the protected route on a second Passerelle (R1) with session.store = "redis" on a local
 #                        redis-server, with its ticket cookie (skipped with BENCH_REDIS=0)
-#      in BENCH_ROUNDS interleaved rounds (a, b, c, d, e, a, b, ...), so that load from other processes on a
-#      shared machine hits all cases alike;
+#      and with `h2load` (nghttp2-client) over HTTP/2 + TLS (skipped with BENCH_H2=0), both on one throw-away
+#      certificate for 127.0.0.1 (a CA made with openssl in the temp dir), in front of the same nginx upstream:
+#        (hn) nginx-h2   nginx terminating TLS and HTTP/2 as a bare reverse proxy (bench/nginx-h2.conf)
+#        (h) auth-h2     the protected route on another Passerelle (H2) with `server.tls` (ALPN h2), signed in
+#                        over https at the same development provider, with its `__Host-` session cookie; every
+#                        answer must be a 2xx (h2load's "status codes"), or the run stops
+#      in BENCH_ROUNDS interleaved rounds (a, b, c, d, e, hn, h, a, b, ...), so that load from other processes
+#      on a shared machine hits all cases alike;
 #   3b. memory per idle connection: BENCH_IDLE (default 10000) keep-alive connections held open on nginx, the
 #      bare pingora and Passerelle (public, then authenticated), one request answered on each, resident memory
 #      before, with them open, and after they close (bench/idle_connections.py);
@@ -49,6 +55,9 @@
 #   BENCH_INSTRUCTIONS 1: count instructions per request under callgrind instead of the timed runs
 #   BENCH_APACHE       1: also Apache + mod_auth_openidc (installs apache2 and the module when missing); 0: skip
 #   BENCH_REDIS        1: also the Redis-store cases (installs redis-server when missing); 0: skip them
+#   BENCH_H2           1: also the HTTP/2 + TLS cases (installs nghttp2-client for h2load when missing); 0: skip them
+#   BENCH_H2_CLIENTS   h2load clients (connections)            (default 8)
+#   BENCH_H2_STREAMS   h2load concurrent streams per client    (default 4: 8 x 4 = as many requests in flight as wrk's 32)
 #   BENCH_REVOCATIONS  revocations timed                        (default 100)
 #   BENCH_LOGINS       logins timed (CPU per login), then one request each (memory per cached session) (default 1000; 0 skips)
 #   BENCH_IDLE         idle keep-alive connections held open per proxy for the memory figures (default 10000; 0 skips)
@@ -101,7 +110,7 @@ UNDER=()
 if [ "$INSTRUCTIONS" = 1 ]; then
   need /usr/bin/valgrind valgrind "callgrind, for BENCH_INSTRUCTIONS=1"
   UNDER=(valgrind --tool=callgrind --instr-atstart=no)
-  BENCH_APACHE=0; BENCH_REDIS=0
+  BENCH_APACHE=0; BENCH_REDIS=0; BENCH_H2=0
 fi
 WITH_APACHE=${BENCH_APACHE:-1}
 if [ "$WITH_APACHE" = 1 ]; then
@@ -110,6 +119,13 @@ if [ "$WITH_APACHE" = 1 ]; then
 fi
 WITH_REDIS=${BENCH_REDIS:-1}
 [ "$WITH_REDIS" = 1 ] && need /usr/bin/redis-server redis-server "the Redis-store cases; BENCH_REDIS=0 skips them"
+WITH_H2=${BENCH_H2:-1}
+H2_CLIENTS=${BENCH_H2_CLIENTS:-8}
+H2_STREAMS=${BENCH_H2_STREAMS:-4}
+if [ "$WITH_H2" = 1 ]; then
+  need /usr/bin/h2load nghttp2-client "h2load, the HTTP/2 load generator; BENCH_H2=0 skips the h2 cases"
+  command -v openssl >/dev/null || die "openssl is needed for the h2 cases' throw-away certificate (BENCH_H2=0 skips them)"
+fi
 command -v curl >/dev/null || die "curl is needed"
 command -v ss >/dev/null || die "ss (iproute2) is needed to find free ports"
 
@@ -175,6 +191,9 @@ R1_PORT=$(pick_port); PICKED="$PICKED $R1_PORT"
 R1_ADMIN=$(pick_port); PICKED="$PICKED $R1_ADMIN"
 R2_PORT=$(pick_port); PICKED="$PICKED $R2_PORT"
 R2_ADMIN=$(pick_port); PICKED="$PICKED $R2_ADMIN"
+H2_PORT=$(pick_port); PICKED="$PICKED $H2_PORT"
+H2_ADMIN=$(pick_port); PICKED="$PICKED $H2_ADMIN"
+NGINX_H2_PORT=$(pick_port); PICKED="$PICKED $NGINX_H2_PORT"
 PROXY="http://127.0.0.1:$PROXY_PORT"
 DEV="http://127.0.0.1:$DEV_PORT"
 ECHO="http://127.0.0.1:$ECHO_PORT"
@@ -183,6 +202,8 @@ NGINX="http://127.0.0.1:$NGINX_PORT"
 BARE="http://127.0.0.1:$BARE_PORT"
 APACHE="http://127.0.0.1:$APACHE_PORT"
 ADMIN="http://127.0.0.1:$ADMIN_PORT"
+H2_PROXY="https://127.0.0.1:$H2_PORT"
+NGINX_H2="https://127.0.0.1:$NGINX_H2_PORT"
 
 # --- config ---------------------------------------------------------------------------------------------------
 KEY=$("$BIN" keygen | tr -d '[:space:]')
@@ -275,6 +296,35 @@ ${UNDER[@]+"${UNDER[@]}"} ${UNDER[@]+--callgrind-out-file="$WORK/callgrind.bare"
 EXTRA_PIDS+=($!)
 BARE_PID=$!
 
+# HTTP/2 over TLS: a throw-away CA and a certificate for 127.0.0.1 (ECDSA P-256), served by both nginx-h2 and
+# Passerelle H2 (started after the login below); curl checks them against the CA, h2load does not check.
+if [ "$WITH_H2" = 1 ]; then
+  TLS="$WORK/tls"
+  mkdir -p "$TLS"
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=Passerelle bench CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+      -keyout "$TLS/ca.key" -out "$TLS/ca.pem" \
+    && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$TLS/server.key" -out "$TLS/server.csr" \
+    && printf '%s\n' "subjectAltName=IP:127.0.0.1" "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" \
+      "keyUsage=critical,digitalSignature" >"$TLS/server.ext" \
+    && openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -days 2 \
+      -extfile "$TLS/server.ext" -out "$TLS/server.pem"
+  } >"$TLS/openssl.log" 2>&1 || die "openssl could not make the bench certificate: $(tail -n 5 "$TLS/openssl.log")"
+  # `listen ... ssl http2` until nginx 1.25.1, `http2 on;` from then on (the old form is deprecated there).
+  NGINX_VERSION=$(/usr/sbin/nginx -v 2>&1 | sed -n 's#^.*nginx/\([0-9.]*\).*$#\1#p')
+  if printf '%s\n' 1.25.1 "$NGINX_VERSION" | sort -V -C; then h2_listen=""; h2_on="http2 on;"
+  else h2_listen=" http2"; h2_on=""; fi
+  sed -e "s#@WORK@#$WORK#g" -e "s#@UPSTREAM@#127.0.0.1:$UP_PORT#g" -e "s#@WORKERS@#$SERVER_THREADS#g" \
+      -e "s#@PORT@#$NGINX_H2_PORT#g" -e "s#@LISTEN_HTTP2@#$h2_listen#g" -e "s#@HTTP2_ON@#$h2_on#g" \
+      -e "s#@CERT@#$TLS/server.pem#g" -e "s#@KEY@#$TLS/server.key#g" \
+      "$ROOT/bench/nginx-h2.conf" >"$WORK/nginx-h2.conf"
+  /usr/sbin/nginx -c "$WORK/nginx-h2.conf" -e "$WORK/nginx-h2.error.log" >"$WORK/nginx-h2.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  NGINX_H2_PID=$!
+fi
+
 # --- start and wait -------------------------------------------------------------------------------------------
 say "starting Passerelle (threads = $SERVER_THREADS) on $PROXY, admin $ADMIN, echo $ECHO, dev provider $DEV"
 ${UNDER[@]+"${UNDER[@]}"} ${UNDER[@]+--callgrind-out-file="$WORK/callgrind.passerelle"} \
@@ -298,6 +348,7 @@ wait_for "$ECHO/"
 wait_for "$UP/" "$NGINX_UPSTREAM_PID"
 wait_for "$NGINX/" "$NGINX_PROXY_PID"
 wait_for "$BARE/" "$BARE_PID"
+[ "$WITH_H2" = 1 ] && CURL_CA_BUNDLE="$TLS/ca.pem" wait_for "$NGINX_H2/" "$NGINX_H2_PID"
 
 # Apache + mod_auth_openidc against the same development provider (bench/apache-oidc.conf), one process.
 APACHE_PID=""
@@ -411,6 +462,46 @@ if [ "$WITH_REDIS" = 1 ]; then
   say "Redis store: ticket cookie ${#REDIS_COOKIE} bytes, opens R2 too"
 fi
 
+# --- HTTP/2 over TLS: another Passerelle (H2) with server.tls --------------------------------------------------
+# The bench config with H2's ports, an https public_url, `server.tls` on the bench certificate, and the
+# development provider as a plain OIDC provider (as the Redis replicas have it). Its session cookie is minted by
+# a real sign-in over https (`__Host-passerelle`, Secure), then checked over HTTP/2 like (c) is.
+H2_COOKIE=""
+H2J='accept: application/json'   # HTTP/2 header names are lower case
+h2_check() { # name url [curl args...]: must answer 200 over HTTP/2
+  local name=$1 url=$2 got; shift 2
+  got=$(curl -sS --max-time 5 --http2 --cacert "$TLS/ca.pem" -o "$WORK/body" -w '%{http_code} %{http_version}' "$@" "$url") \
+    || die "($name) curl --http2 $url failed"
+  [ "$got" = "200 2" ] || die "($name) $url answered '$got' (status, HTTP version), expected '200 2': $(head -c 300 "$WORK/body")"
+}
+verify_h2() {
+  h2_check nginx-h2 "$NGINX_H2/public?fixed" -H "$H2J"
+  h2_check auth-h2 "$H2_PROXY/verify/app" -H "$H2J" -H "cookie: $H2_COOKIE"
+  grep -q '"x-auth-sub"' "$WORK/body" \
+    || die "(auth-h2) 200 but the echo did not receive X-Auth-Sub — not an authenticated request: $(head -c 300 "$WORK/body")"
+  h2_check auth-h2 "$H2_PROXY/app?fixed" -H "$H2J" -H "cookie: $H2_COOKIE"
+}
+if [ "$WITH_H2" = 1 ]; then
+  {
+    sed -n '1,/^\[session\]/p' "$CONFIG" | sed '$d' \
+      | sed -e "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$H2_PORT/g" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$H2_ADMIN/g" \
+            -e "s#^public_url = .*#public_url = \"$H2_PROXY\"#" \
+            -e "/^\[server\]/a tls = { cert = \"$TLS/server.pem\", key = \"$TLS/server.key\" }"
+    sed -n '/^\[session\]/,$p' "$CONFIG" \
+      | sed -e '/^\[echo\]/,/^$/d' -e 's/^kind = "dev"/kind = "oidc"/' -e "s#^listen = \"127.0.0.1:$DEV_PORT\"#issuer = \"$DEV\"#"
+  } >"$WORK/h2.toml"
+  "$BIN" check --config "$WORK/h2.toml" >&2 || die "the h2 config (server.tls) does not pass \`passerelle check\`"
+  "$BIN" run --config "$WORK/h2.toml" >"$WORK/h2.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  H2_PID=$!
+  wait_for "http://127.0.0.1:$H2_ADMIN/ready" "$H2_PID"
+  CURL_CA_BUNDLE="$TLS/ca.pem" wait_for "$H2_PROXY/public?fixed" "$H2_PID"
+  H2_COOKIE=$(CURL_CA_BUNDLE="$TLS/ca.pem" login_on "$H2_PROXY" "$WORK/cookies-h2.txt")
+  [ -n "$H2_COOKIE" ] || die "no session cookie from the h2 Passerelle after the callback: $(tail -n 5 "$WORK/h2.log")"
+  verify_h2
+  say "HTTP/2 + TLS: nginx-h2 and Passerelle H2 answer over h2; session cookie ${#H2_COOKIE} bytes (${H2_COOKIE%%=*}), the identity reaches the echo"
+fi
+
 # --- measure --------------------------------------------------------------------------------------------------
 to_ms() { # wrk latency (e.g. 669.00us, 1.49ms, 2.00s) -> milliseconds
   awk -v v="$1" 'BEGIN {
@@ -460,6 +551,35 @@ run_wrk() { # name round url [wrk args...]; the CPU is counted on $WRK_PID (defa
   ERRS[$k]=${ERRS[$k]:-0}
   [ -n "${RPS[$k]}" ] || die "could not read wrk's output for ($name)"
 }
+# run_h2load NAME ROUND URL PID CPU-MODE [h2load args...]: the same as run_wrk with h2load over HTTP/2 + TLS, the
+# same duration and threads, H2_CLIENTS connections of H2_STREAMS concurrent streams each. h2load gives no
+# percentiles: MEAN is its mean time per request. Stops unless h2 was negotiated and every request done got a
+# 2xx (a 401 would mean the session cookie was refused).
+declare -A MEAN DONE H2_TLS
+run_h2load() {
+  local name=$1 round=$2 url=$3 pid=$4 mode=$5; shift 5
+  local k="$name#$round" out="$WORK/h2load-$name-$round.txt" t0 t1 total done ok failed errored timeout s2xx
+  say "round $round/$ROUNDS: h2load ($name) $url  [-t$WRK_THREADS -c$H2_CLIENTS -m$H2_STREAMS -D$DURATION]"
+  t0=$(proxy_ticks "$pid" "$mode")
+  h2load -t"$WRK_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$DURATION" "$@" "$url" >"$out" 2>&1 \
+    || die "h2load ($name) failed: $(tail -n 20 "$out")"
+  t1=$(proxy_ticks "$pid" "$mode")
+  cp "$out" "$OUT_DIR/"
+  grep -q '^Application protocol: h2$' "$out" \
+    || die "($name) h2load did not speak HTTP/2 over TLS (see $OUT_DIR/h2load-$name-$round.txt): $(grep -m1 -i 'protocol' "$out")"
+  # requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout
+  read -r total done ok failed errored timeout < <(awk '/^requests:/ {gsub(",", ""); print $2, $6, $8, $10, $12, $14}' "$out")
+  s2xx=$(awk '/^status codes:/ {print $3}' "$out")
+  [ "${done:-0}" -gt 0 ] && [ "$total" = "$done" ] && [ "$s2xx" = "$done" ] && [ "$ok" = "$done" ] && [ "$failed" = 0 ] \
+    && [ "$errored" = 0 ] && [ "$timeout" = 0 ] \
+    || die "($name) round $round: not every request got a 2xx over h2 — h2load: $(grep -E '^(requests|status codes):' "$out" | tr '\n' ' ') (see $OUT_DIR/h2load-$name-$round.txt)"
+  RPS[$k]=$(awk '/^finished in/ {gsub(",", ""); printf "%.0f", $4}' "$out")
+  MEAN[$k]=$(to_ms "$(awk '/^time for request:/ {print $6}' "$out")")
+  CPU[$k]=$(awk -v d=$((t1 - t0)) -v n="$done" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+  NON2XX[$k]=0; ERRS[$k]=0; DONE[$k]=$done
+  H2_TLS[$name]="$(awk -F': ' '/^TLS Protocol:/ {p=$2} /^Cipher:/ {c=$2} /^Server Temp Key:/ {t=$2} END {print p ", " c ", " t}' "$out")"
+  [ -n "${RPS[$k]}" ] || die "could not read h2load's output for ($name)"
+}
 # How busy the machine is before we start (other builds or tests skew every figure): CPU use over 1 s.
 cpu_busy() {
   local a b
@@ -504,7 +624,7 @@ if [ "$BUSY_BEFORE" -gt 20 ]; then
   say "warning: the machine is already ${BUSY_BEFORE}% busy before the run; figures will be skewed"
 fi
 mkdir -p "$OUT_DIR"
-rm -f "$OUT_DIR"/wrk-*.txt
+rm -f "$OUT_DIR"/wrk-*.txt "$OUT_DIR"/h2load-*.txt
 CASES=(direct nginx bare-pingora public auth api-401)
 [ -n "$REDIS_COOKIE" ] && CASES+=(auth-redis)
 [ -n "$APACHE_COOKIE" ] && CASES+=(apache)
@@ -524,11 +644,16 @@ for round in $(seq "$ROUNDS"); do
   if [ -n "$REDIS_COOKIE" ]; then
     WRK_PID=$R1_PID run_wrk auth-redis "$round" "$R1/app?fixed" -H "$J" -H "Cookie: $REDIS_COOKIE"
   fi
+  if [ -n "$H2_COOKIE" ]; then
+    run_h2load nginx-h2 "$round" "$NGINX_H2/public?fixed" "$NGINX_H2_PID" all -H "$H2J"
+    run_h2load auth-h2 "$round" "$H2_PROXY/app?fixed" "$H2_PID" passerelle -H "$H2J" -H "cookie: $H2_COOKIE"
+  fi
 done
 
 # wrk counts 3xx as successes: check again after the run that the cookie still opens the route, and that the
 # runs that should be all-2xx were.
 verify_auth
+[ -n "$H2_COOKIE" ] && verify_h2
 ERR_TOTAL=0
 for round in $(seq "$ROUNDS"); do
   for n in "${CASES[@]}"; do
@@ -704,6 +829,28 @@ if [ -n "$APACHE_COOKIE" ]; then
   R_CPU_APACHE=$(awk -v a="${MCPU[auth]}" -v b="${MCPU[apache]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')
 fi
 
+if [ -n "$H2_COOKIE" ]; then
+  declare -A MMEAN SUM_DONE
+  for n in nginx-h2 auth-h2; do
+    r=(); m=(); cpu=(); SUM_DONE[$n]=0
+    for round in $(seq "$ROUNDS"); do
+      r+=("${RPS[$n#$round]}"); m+=("${MEAN[$n#$round]}"); cpu+=("${CPU[$n#$round]}")
+      SUM_DONE[$n]=$((SUM_DONE[$n] + DONE[$n#$round]))
+    done
+    MRPS[$n]=$(median "${r[@]}" | awk '{printf "%.0f", $1}')
+    MMEAN[$n]=$(median "${m[@]}" | awk '{printf "%.3f", $1}')
+    MCPU[$n]=$(median "${cpu[@]}" | awk '{printf "%.1f", $1}')
+  done
+  hn=(); H2_PER_ROUND=""
+  for round in $(seq "$ROUNDS"); do
+    hn+=("$(ratio "${RPS[auth-h2#$round]}" "${RPS[nginx-h2#$round]}")")
+    H2_PER_ROUND="$H2_PER_ROUND| $round | ${RPS[nginx-h2#$round]} | ${RPS[auth-h2#$round]} | $(printf '%.2f' "${hn[-1]}") |
+"
+  done
+  R_H2_NGINX=$(median "${hn[@]}" | awk '{printf "%.2f", $1}')
+  R_H2_CPU=$(awk -v a="${MCPU[auth-h2]}" -v b="${MCPU[nginx-h2]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }')
+fi
+
 # --- report ---------------------------------------------------------------------------------------------------
 R_AUTH_PUBLIC=$(median "${ap[@]}" | awk '{printf "%.2f", $1}')
 R_PUBLIC_DIRECT=$(median "${pd[@]}" | awk '{printf "%.2f", $1}')
@@ -762,6 +909,23 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
     echo "- revocation seen by the other replica, ${#REVOKE_MS[@]} logouts: p50 **${REV_P50} ms**, p99 **${REV_P99} ms**, max ${REV_MAX} ms (target: p99 < 1 s — $MET_REV)"
   fi
   echo
+  if [ -n "$H2_COOKIE" ]; then
+    echo "HTTP/2 over TLS: h2load -t$WRK_THREADS -c$H2_CLIENTS -m$H2_STREAMS -D$DURATION, Accept: application/json, in the same rounds;"
+    echo "one ECDSA P-256 certificate for 127.0.0.1 on both; TLS to Passerelle: ${H2_TLS[auth-h2]}; to nginx $NGINX_VERSION: ${H2_TLS[nginx-h2]};"
+    echo "both proxy over pooled HTTP/1.1 to the same nginx upstream."
+    echo
+    echo "| case | what | requests/s | mean request time (ms) | proxy CPU (µs/req) | requests (all 2xx) |"
+    echo "|---|---|---:|---:|---:|---:|"
+    echo "| (hn) nginx-h2 | nginx terminating TLS + HTTP/2, bare reverse proxy | ${MRPS[nginx-h2]} | ${MMEAN[nginx-h2]} | ${MCPU[nginx-h2]} | ${SUM_DONE[nginx-h2]} |"
+    echo "| (h) auth-h2 | Passerelle server.tls, HTTP/2, protected route, valid session cookie (${#H2_COOKIE} bytes) | ${MRPS[auth-h2]} | ${MMEAN[auth-h2]} | ${MCPU[auth-h2]} | ${SUM_DONE[auth-h2]} |"
+    echo
+    echo "- auth-h2 / nginx-h2 = **$R_H2_NGINX** requests/s, **$R_H2_CPU** proxy CPU per request (Passerelle authenticated over HTTP/2 vs nginx over HTTP/2, median of the per-round ratios)"
+    echo
+    echo "| round | nginx-h2 | auth-h2 | auth-h2/nginx-h2 |"
+    echo "|---:|---:|---:|---:|"
+    printf '%s' "$H2_PER_ROUND"
+    echo
+  fi
   if [ "$IDLE_N" -gt 0 ]; then
     echo "Memory per idle keep-alive connection ($IDLE_N connections, one request answered on each, then silent):"
     echo
@@ -789,6 +953,6 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/nu
     echo "- note: $ERR_TOTAL socket errors in total (see wrk-*.txt)"
   fi
   echo
-  echo "Raw wrk output: bench/output/wrk-CASE-ROUND.txt. Figures from a shared 2-core machine"
+  echo "Raw wrk output: bench/output/wrk-CASE-ROUND.txt${H2_COOKIE:+ (h2load: h2load-CASE-ROUND.txt)}. Figures from a shared 2-core machine"
   echo "with wrk, Passerelle and the echo on the same cores: compare ratios, not absolute numbers."
 } | tee "$OUT_DIR/results.md"

@@ -10,6 +10,7 @@ command -v cmake >/dev/null || need_apt+=(cmake)          # pingora-core builds 
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v openssl >/dev/null || need_apt+=(openssl)     # throw-away CAs: the CONNECT tunnel, TLS upstreams, Redis TLS
 command -v unshare >/dev/null || need_apt+=(util-linux)  # a private /etc/hosts for the DNS-change test (upstreams.test.mjs)
+command -v curl >/dev/null || need_apt+=(curl)           # curl --http2 / --http1.1 against the TLS listener (h2.test.mjs)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)          # the real-browser test (tests/browser/), via playwright-core
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)         # forward-auth through a real nginx auth_request (tests/integration/boundary.test.mjs)
 [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)  # shared sessions (tests/integration/sessions*.test.mjs)

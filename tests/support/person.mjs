@@ -230,7 +230,8 @@ function isRedirect(status) {
 
 /**
  * `tls`: for https URLs, `{ ca, protocol }` — the CA to trust, and 'h2' (one HTTP/2 connection per origin, reused as a
- * browser does; `person.close()` ends them) or 'http/1.1'. http URLs always go over node:http.
+ * browser does; `person.close()` ends them) or 'http/1.1'. http URLs always go over node:http, and so do https ones
+ * without `tls`.
  */
 export function createPerson({ name = 'person', tls } = {}) {
   const jar = new CookieJar();
@@ -282,7 +283,9 @@ export function createPerson({ name = 'person', tls } = {}) {
   /** One HTTP/1.1 request (http or https). */
   function h1Exchange(u, method, pairs, payload, timeoutMs) {
     return new Promise((resolve, reject) => {
-      const secure = u.protocol === 'https:';
+      // Without `tls`, an https URL goes over plain HTTP to its host and port: scenarios with a TLS-terminating
+      // stand-in in front of Passerelle rely on it.
+      const secure = u.protocol === 'https:' && Boolean(tls);
       const req = (secure ? https : http).request({
         host: u.hostname,
         port: u.port,
