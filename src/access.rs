@@ -114,6 +114,7 @@ mod tests {
             upstreams: vec![],
             upstream_tls: Default::default(),
             upstream_h2: false,
+            client_certificate_required: false,
             assertion: None,
             auth: AuthMode::Required,
             providers: vec!["p".into()],

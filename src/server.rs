@@ -311,8 +311,13 @@ pub fn build(
     for addr in &config.server.listen {
         match &certificates {
             Some(store) => {
-                let settings = crate::tls::listener_settings(store.clone())
-                    .map_err(|e| StartError::Server(e.to_string()))?;
+                let client_ca = config
+                    .server
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_ca.as_ref());
+                let settings = crate::tls::listener_settings(store.clone(), client_ca)
+                    .map_err(|e| StartError::Server(format!("server.tls: {e}")))?;
                 proxy.add_tls_with_settings(&addr.to_string(), None, settings);
             }
             // No L4 read buffer on plain TCP: the HTTP parser reads into its own, and an idle connection

@@ -181,7 +181,15 @@ impl Validator<'_> {
         };
         let mut routes = Vec::new();
         for (index, route) in raw.route.into_iter().enumerate() {
-            routes.push(self.route(index, route, &providers, server.header_encoding, signing)?);
+            let client_ca = server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            routes.push(self.route(
+                index,
+                route,
+                &providers,
+                server.header_encoding,
+                signing,
+                client_ca,
+            )?);
         }
         if routes.is_empty() {
             return self.err(

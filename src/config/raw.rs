@@ -93,6 +93,7 @@ pub struct RawTls {
     pub cert: S<String>,
     pub key: S<String>,
     pub hosts: Option<S<Vec<S<String>>>>,
+    pub client_ca: Option<S<String>>,
 }
 
 /// A table, or an array of them (`server.tls = { … }` or `[[server.tls]]`).
@@ -250,6 +251,7 @@ pub struct RawRoute {
     pub purpose: Option<S<String>>,
     pub upstream_tls: Option<S<RawUpstreamTls>>,
     pub upstream_h2: Option<S<bool>>,
+    pub client_certificate: Option<S<String>>,
     pub assertion: Option<S<RawRouteAssertion>>,
 }
 

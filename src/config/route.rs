@@ -16,6 +16,7 @@ impl Validator<'_> {
         providers: &[Arc<ProviderConfig>],
         default_encoding: HeaderEncoding,
         signing: super::assertion::Signing,
+        client_ca: bool,
     ) -> Result<RouteConfig, ConfigError> {
         let span = raw.span();
         let raw = raw.into_inner();
@@ -144,14 +145,23 @@ impl Validator<'_> {
                     ),
                 );
             }
-            if auth == AuthMode::Public {
+            let from_certificate = crate::tls::client_certificate::is_claim(claim.get_ref());
+            if from_certificate && !client_ca {
+                return self.err(
+                    claim.span(),
+                    hkey,
+                    "a client certificate claim needs `server.tls.client_ca`: without it no certificate is asked for",
+                );
+            }
+            if auth == AuthMode::Public && !from_certificate {
                 return self.err(
                     name.span(),
                     hkey,
                     "a public route has no session: it cannot forward identity headers",
                 );
             }
-            if !is_released(claim.get_ref(), scopes.iter().map(String::as_str)) {
+            if !from_certificate && !is_released(claim.get_ref(), scopes.iter().map(String::as_str))
+            {
                 let name = claim.get_ref();
                 if !crate::identity::scopes::is_known_claim(name) {
                     let hint = match crate::identity::scopes::nearest_claim(name) {
@@ -249,6 +259,15 @@ impl Validator<'_> {
             upstreams,
             upstream_tls,
             upstream_h2: raw.upstream_h2.as_ref().is_some_and(|b| *b.get_ref()),
+            client_certificate_required: match &raw.client_certificate {
+                None => false,
+                Some(v) => match v.get_ref().as_str() {
+                    "optional" => false,
+                    "required" if client_ca => true,
+                    "required" => return self.err(v.span(), key("client_certificate"), "`required` needs `server.tls.client_ca`: without it no certificate is asked for"),
+                    other => return self.err(v.span(), key("client_certificate"), format!("`{other}` is not one of \"optional\", \"required\"")),
+                },
+            },
             auth,
             providers: route_providers,
             scopes,

@@ -2,7 +2,7 @@
 //! `server.redirect_http`.
 
 use super::raw::{OneOrMany, RawServer, RawTls, S};
-use super::types::{HostPattern, ServerCertificate, ServerTls};
+use super::types::{ClientCa, HostPattern, ServerCertificate, ServerTls};
 use super::{ConfigError, Validator};
 use std::net::SocketAddr;
 
@@ -24,6 +24,7 @@ impl Validator<'_> {
                 .collect(),
         };
         let several = entries.len() > 1;
+        let listed: Vec<&RawTls> = entries.iter().map(|(t, _)| *t).collect();
         let mut certificates: Vec<ServerCertificate> = Vec::new();
         for (t, key) in entries {
             let cert = self.pem_file(&t.cert, &format!("{key}.cert"), "CERTIFICATE")?;
@@ -61,7 +62,37 @@ impl Validator<'_> {
                 hosts,
             });
         }
-        Ok(ServerTls { certificates })
+        // One rustls configuration serves the listener: its client CA cannot differ by SNI.
+        let mut client_ca: Option<ClientCa> = None;
+        for (i, t) in listed.iter().enumerate() {
+            let Some(f) = &t.client_ca else { continue };
+            let key = if listed.len() > 1 {
+                format!("server.tls[{i}].client_ca")
+            } else {
+                "server.tls.client_ca".to_string()
+            };
+            let (path, pem) = self.read_file(f, &key)?;
+            let roots = super::tls_files::certificates(&pem)
+                .or_else(|m| self.err(f.span(), key.clone(), format!("`{path}`: {m}")))?;
+            let ca = ClientCa { file: path, roots };
+            crate::tls::client_certificate::verifier(&ca).or_else(|e| {
+                self.err(
+                    f.span(),
+                    key.clone(),
+                    format!("`{}` cannot verify client certificates: {e}", ca.file),
+                )
+            })?;
+            match &client_ca {
+                Some(first) if first.roots != ca.roots => {
+                    return self.err(f.span(), key, "one listener asks for client certificates with one CA: give the same `client_ca` on every entry, or on one only")
+                }
+                _ => client_ca = Some(ca),
+            }
+        }
+        Ok(ServerTls {
+            certificates,
+            client_ca,
+        })
     }
 
     /// `server.hsts`: a `Strict-Transport-Security` value (RFC 6797) with a `max-age`.

@@ -124,7 +124,11 @@ impl Validator<'_> {
     }
 
     /// A file named by a path, with or without `file:`; its path is returned for messages.
-    fn read_file(&self, value: &S<String>, key: &str) -> Result<(String, Vec<u8>), ConfigError> {
+    pub(super) fn read_file(
+        &self,
+        value: &S<String>,
+        key: &str,
+    ) -> Result<(String, Vec<u8>), ConfigError> {
         let path = value
             .get_ref()
             .strip_prefix("file:")
@@ -139,7 +143,7 @@ impl Validator<'_> {
 
 /// Every certificate of a PEM bundle, each one parsed (x509-parser, as pingora will) so none can make it
 /// panic later.
-fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub(super) fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
     for item in CertificateDer::pem_slice_iter(pem) {
         let der = item.map_err(|e| format!("not a readable PEM file: {e}"))?;

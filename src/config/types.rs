@@ -155,6 +155,16 @@ impl ServerConfig {
 pub struct ServerTls {
     /// In the file's order; the first without `hosts` (else the first) answers names no other claims.
     pub certificates: Vec<ServerCertificate>,
+    /// Asks clients for a certificate chaining to these roots (`client_ca`); optional for the client.
+    pub client_ca: Option<ClientCa>,
+}
+
+/// The roots client certificates must chain to, and the file they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCa {
+    pub file: String,
+    /// DER certificates, each parsed at load.
+    pub roots: Vec<Vec<u8>>,
 }
 
 /// One certificate and key by path (re-read on reload and when the files change) and the names it is
@@ -553,6 +563,8 @@ pub struct RouteConfig {
     pub upstream_tls: UpstreamTls,
     /// HTTP/2 to the upstream (ALPN h2 over TLS, prior knowledge over plain TCP) instead of HTTP/1.1.
     pub upstream_h2: bool,
+    /// Requests without a verified client certificate are refused (403) rather than forwarded without one.
+    pub client_certificate_required: bool,
     pub assertion: Option<RouteAssertion>,
     pub auth: AuthMode,
     pub providers: Vec<String>,

@@ -344,6 +344,18 @@ impl Gateway {
             return Ok(true);
         };
         ctx.forward = Some(forward);
+        if route.client_certificate_required && client_identity(session).is_none() {
+            tracing::info!(request_id = %ctx.request_id, route = route.index, "no client certificate on a route that requires one");
+            let page = pages::error_page(
+                "Certificat requis",
+                "Ce service est réservé aux agents munis d'un certificat (carte agent ou certificat RGS). Insérez votre carte ou installez votre certificat, fermez le navigateur puis réessayez.",
+                "This service requires a client certificate (agent card or RGS certificate). Insert your card or install your certificate, close the browser and try again.",
+                Some(("/", "Revenir à l'accueil")),
+                &ctx.request_id,
+            );
+            Reply::html(403, page).send(session).await?;
+            return Ok(true);
+        }
         if route.auth == AuthMode::Public
             || (route.cors_allow_preflight && is_cors_preflight(session.req_header()))
         {
@@ -455,7 +467,7 @@ impl Gateway {
     /// This runs for every proxied request, public routes included.
     pub(crate) async fn upstream_request_filter(
         &self,
-        _session: &mut HttpSession,
+        downstream: &mut HttpSession,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
@@ -486,6 +498,22 @@ impl Gateway {
             upstream.insert_header(http::header::HOST, forward.host.clone())?;
         }
         self.set_forwarding_headers(upstream, ctx, &forward.host)?;
+        if let (Some(client), Some(route)) = (
+            client_identity(downstream),
+            ctx.route.and_then(|i| self.routes.get(i)),
+        ) {
+            // From the handshake of this very connection: never cached with the session, which another
+            // connection (another card) may present.
+            for (name, claim) in &route.headers {
+                if let Some(text) = client.claim(claim) {
+                    let encoded =
+                        crate::identity::headers::encode_value(text, route.header_encoding);
+                    if let Ok(value) = http::HeaderValue::from_bytes(&encoded) {
+                        upstream.insert_header(name.clone(), value)?;
+                    }
+                }
+            }
+        }
         let (Some(index), Some(session)) = (ctx.route, ctx.session.as_ref()) else {
             return Ok(());
         };
@@ -805,6 +833,13 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The verified client certificate of the request's TLS connection, if it showed one.
+fn client_identity(
+    session: &HttpSession,
+) -> Option<&crate::tls::client_certificate::ClientIdentity> {
+    crate::tls::connection(session.digest())?.client.as_ref()
 }
 
 const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");

@@ -2,6 +2,7 @@
 //! that renew while running) and what each TLS connection carries for the requests it multiplexes.
 
 pub mod certificates;
+pub mod client_certificate;
 pub mod redirect_http;
 
 use certificates::CertStore;
@@ -25,6 +26,8 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 #[derive(Debug, Default)]
 pub struct Connection {
     in_flight: Arc<AtomicU32>,
+    /// The verified client certificate, when the listener asks for one and the client showed it.
+    pub client: Option<client_certificate::ClientIdentity>,
 }
 
 impl Connection {
@@ -61,9 +64,16 @@ impl TlsAccept for Callbacks {
 
 /// The settings of one `server.tls` listener: HTTP/2 offered first, HTTP/1.1 kept, and the certificate
 /// asked of `store` at each handshake. TLS 1.2 and 1.3 only, with rustls' AEAD/ECDHE suites (SECURITY.md).
-pub fn listener_settings(store: Arc<CertStore>) -> pingora::Result<TlsSettings> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(Callbacks))?;
+pub fn listener_settings(
+    store: Arc<CertStore>,
+    client_ca: Option<&crate::config::ClientCa>,
+) -> Result<TlsSettings, String> {
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(Callbacks)).map_err(|e| e.to_string())?;
     settings.set_cert_resolver(store);
+    if let Some(ca) = client_ca {
+        settings.set_client_cert_verifier(client_certificate::verifier(ca)?);
+    }
     settings.enable_h2();
     Ok(settings)
 }
