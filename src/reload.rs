@@ -4,9 +4,10 @@
 //! What lives outside a generation stays as started, and the log says so when the file changes it: the
 //! listeners and thread count (a binary upgrade, `run --upgrade`, or a restart applies them), the Redis
 //! link (it has listened for revocations since the start: replacing it could miss one), the admin
-//! listener and token, and the development provider. The TLS certificates are re-read (and also whenever
-//! their files change). Everything a request is decided and forwarded
-//! with is in the generation: routes, providers, scopes, headers, rules, session keys and lifetimes.
+//! listener and token, the development provider, and whether the listeners speak TLS (with which client CA).
+//! The TLS certificates themselves are re-read, as they are whenever their files change. Everything a
+//! request is decided and forwarded with is in the generation: routes, providers, scopes, headers, rules,
+//! session keys and lifetimes.
 
 use crate::admin::Metrics;
 use crate::config::{self, Config, ProviderKind};
@@ -182,6 +183,11 @@ fn unappliable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.listen", a.listen != b.listen),
         ("server.tls (on or off)", tls(old) != tls(new)),
         ("server.redirect_http", a.redirect_http != b.redirect_http),
+        (
+            "server.tls.client_ca",
+            a.tls.as_ref().and_then(|t| t.client_ca.as_ref())
+                != b.tls.as_ref().and_then(|t| t.client_ca.as_ref()),
+        ),
         ("server.threads", a.threads != b.threads),
         (
             "server.resolve_interval",

@@ -56,9 +56,16 @@ struct Callbacks;
 impl TlsAccept for Callbacks {
     async fn handshake_complete_callback(
         &self,
-        _tls: &TlsRef,
+        tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        Some(Arc::new(Connection::default()))
+        // Only a listener with `client_ca` asks for a certificate, and rustls has verified any it got.
+        let client = tls
+            .peer_certificate_der()
+            .and_then(client_certificate::ClientIdentity::from_der);
+        Some(Arc::new(Connection {
+            in_flight: Arc::default(),
+            client,
+        }))
     }
 }
 

@@ -64,6 +64,12 @@ export async function makePki(t, { serverNames = ['IP:127.0.0.1'], client = fals
     await makeCa('client-ca', 'Passerelle client CA');
     await issue('client', 'client-ca', '/CN=passerelle-gateway/O=Test administration', 'extendedKeyUsage=clientAuth\n');
     pki.client = {
+      /** Another client certificate `name`.pem / `name`.key, from `ca` ('client-ca', or 'other-ca' for the wrong one). */
+      issue: async (name, subject, { ca = 'client-ca', usage = 'clientAuth' } = {}) => {
+        await issue(name, ca, subject, `extendedKeyUsage=${usage}\n`);
+        return { certFile: file(`${name}.pem`), keyFile: file(`${name}.key`),
+          cert: await readFile(file(`${name}.pem`), 'utf8'), key: await readFile(file(`${name}.key`), 'utf8') };
+      },
       caFile: file('client-ca.pem'),
       ca: await readFile(file('client-ca.pem'), 'utf8'),
       certFile: file('client.pem'),
