@@ -103,7 +103,23 @@ impl Validator<'_> {
         let key = "server.hsts";
         let text = value.get_ref().trim();
         let mut max_age = None;
+        let mut seen: Vec<String> = Vec::new();
         for directive in text.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+            let name = directive
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            // RFC 6797 §6.1: a browser ignores the whole header when a directive appears twice.
+            if seen.contains(&name) {
+                return self.err(
+                    value.span(),
+                    key,
+                    format!("`{name}` is given twice: browsers would ignore the header"),
+                );
+            }
+            seen.push(name);
             let (name, arg) = match directive.split_once('=') {
                 Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                 None => (directive, None),
@@ -136,12 +152,7 @@ impl Validator<'_> {
                 "needs a max-age, like \"max-age=31536000; includeSubDomains\"",
             );
         }
-        if raw.tls.is_none()
-            && raw
-                .public_url
-                .as_ref()
-                .is_none_or(|u| !u.get_ref().starts_with("https://"))
-        {
+        if !served_over_https(raw) {
             return self.err(
                 value.span(),
                 key,
@@ -159,12 +170,7 @@ impl Validator<'_> {
             return Ok(Vec::new());
         };
         let key = "server.redirect_http";
-        if raw.tls.is_none()
-            && raw
-                .public_url
-                .as_ref()
-                .is_none_or(|u| !u.get_ref().starts_with("https://"))
-        {
+        if !served_over_https(raw) {
             return self.err(
                 list.span(),
                 key,
@@ -176,4 +182,13 @@ impl Validator<'_> {
             .map(|a| self.socket_addr(a, key))
             .collect()
     }
+}
+
+/// Passerelle terminates TLS, or a proxy in front of it does for an https public URL.
+fn served_over_https(raw: &RawServer) -> bool {
+    raw.tls.is_some()
+        || raw
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.get_ref().starts_with("https://"))
 }

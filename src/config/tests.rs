@@ -438,7 +438,7 @@ mod first_hour {
         );
         assert_eq!(
             err(&text),
-            "test.toml:15: route[0].scope: unknown field `scope`, expected one of `host`, `path`, `upstream`, `auth`, `providers`, `scopes`, `headers`, `header_encoding`, `health_check`, `acr`, `require`, `prompt`, `idp_hint`, `login_hint`, `siret_hint`, `cors_allow_preflight`, `cache`, `purpose`, `upstream_tls`, `upstream_h2`, `assertion`"
+            "test.toml:15: route[0].scope: unknown field `scope`, expected one of `host`, `path`, `upstream`, `auth`, `providers`, `scopes`, `headers`, `header_encoding`, `health_check`, `acr`, `require`, `prompt`, `idp_hint`, `login_hint`, `siret_hint`, `cors_allow_preflight`, `cache`, `purpose`, `upstream_tls`, `upstream_h2`, `client_certificate`, `assertion`"
         );
         let second = format!("{BASE}\n[[route]]\npath = \"/b\"\nupstream = \"http://127.0.0.1:9000\"\n[route.headers]\n\"X-A\" = \"sirett\"\n");
         assert_eq!(

@@ -71,6 +71,9 @@ impl Signer {
             body.insert("sub".into(), sub.clone());
         }
         for (_, claim) in &route.headers {
+            if crate::tls::client_certificate::is_claim(claim) {
+                continue;
+            }
             if let Some(v) = claims.get(claim) {
                 body.insert(claim.clone(), v.clone());
             }

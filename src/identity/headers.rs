@@ -86,6 +86,8 @@ pub fn render_headers(
     route
         .headers
         .iter()
+        // Client-certificate claims are set from the connection's handshake (src/proxy/mod.rs), never here.
+        .filter(|(_, claim)| !crate::tls::client_certificate::is_claim(claim))
         .filter_map(|(header, claim)| {
             let text = claims.get(claim).and_then(super::claim_text)?;
             let value =

@@ -38,6 +38,9 @@ pub fn normalise(provider: &str, raw: Map<String, Value>) -> BTreeMap<String, Va
             out.insert("family_name".into(), usual);
         }
     }
+    // What a client certificate says comes from the TLS handshake of each request's connection, never from a
+    // provider: a claim of that name in a token (a Keycloak mapper, say) would otherwise stand in for the card.
+    out.retain(|k, _| !crate::tls::client_certificate::is_claim(k));
     out.insert("provider".into(), Value::String(provider.to_string()));
     out
 }
@@ -61,6 +64,17 @@ mod tests {
 
     fn map(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_provider_cannot_assert_what_a_client_certificate_says() {
+        let out = normalise(
+            "kc",
+            map(
+                json!({"sub":"abc","tls_client_subject":"CN=Boss","tls_client:serial":"01","tls_client_fingerprint":"ff","tls_client_issuer":"CN=CA"}),
+            ),
+        );
+        assert_eq!(out.keys().collect::<Vec<_>>(), ["provider", "sub"]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum CertificateError {
     Unparsable { path: String, reason: String },
     #[error("`{0}` holds no PEM private key (PKCS#8, EC or RSA)")]
     NoKey(String),
+    #[error("`{0}` is not valid now (expired, or not yet valid): a renewal never replaces a working certificate with it")]
+    OutsideValidity(String),
     #[error("the key in `{key}` does not go with the certificate in `{cert}`: {reason}")]
     Mismatch {
         cert: String,
@@ -41,6 +43,7 @@ pub enum CertificateError {
 pub struct LoadedCertificate {
     pub key: Arc<CertifiedKey>,
     pub not_after: Option<SystemTime>,
+    pub valid_now: bool,
 }
 
 impl std::fmt::Debug for LoadedCertificate {
@@ -72,10 +75,13 @@ pub fn load(cert: &str, key: &str) -> Result<LoadedCertificate, CertificateError
     let Some(leaf) = chain.first() else {
         return Err(CertificateError::NoCertificate(cert.to_string()));
     };
-    let not_after = match x509_parser::parse_x509_certificate(leaf.as_ref()) {
-        Ok((_, parsed)) => u64::try_from(parsed.validity().not_after.timestamp())
-            .ok()
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+    let (not_after, valid_now) = match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        Ok((_, parsed)) => (
+            u64::try_from(parsed.validity().not_after.timestamp())
+                .ok()
+                .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+            parsed.validity().is_valid(),
+        ),
         Err(e) => {
             return Err(CertificateError::Unparsable {
                 path: cert.to_string(),
@@ -96,6 +102,7 @@ pub fn load(cert: &str, key: &str) -> Result<LoadedCertificate, CertificateError
     Ok(LoadedCertificate {
         key: Arc::new(certified),
         not_after,
+        valid_now,
     })
 }
 
@@ -214,6 +221,11 @@ impl CertStore {
 
     fn install(&self, entries: &[ServerCertificate]) -> Result<(), CertificateError> {
         let loaded = load_all(entries)?;
+        // At the start an expired certificate is served (and warned about): there is nothing better. A renewal
+        // that brings one is a mistake in the files (an old backup restored, a clock off), not an improvement.
+        if let Some((c, _)) = loaded.iter().find(|(_, l)| !l.valid_now) {
+            return Err(CertificateError::OutsideValidity(c.cert.clone()));
+        }
         if let Some(table) = CertTable::new(&loaded) {
             self.table.store(Arc::new(table));
             log_loaded(

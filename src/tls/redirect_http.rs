@@ -1,8 +1,10 @@
 //! `server.redirect_http`: plain-HTTP listeners whose only answer is "go to https" (308, method and body
 //! kept), for the browser that types the name without a scheme, before HSTS has taught it.
 //!
-//! The target's host is one Passerelle serves — the public URL's, or one a route is for — never simply the
-//! `Host` received: a redirect anywhere the request names would be an open redirect on a shared cache.
+//! The target's host is one Passerelle serves — the public URL's, or one a route is for — never a name no
+//! route would answer on https. A host-less route answers any name, so there any `Host` is kept: a browser
+//! only sends a name that resolved to this listener, where https would serve it as well; the answer is
+//! `no-store`, so no shared cache keeps it for others.
 
 use crate::proxy::Gateway;
 use crate::routes::Authority;

@@ -445,6 +445,7 @@ test('(tls-certs) server.hsts: the exact Strict-Transport-Security value, once, 
     ['no-max-age', `${tlsLine}hsts = "includeSubDomains"\n`, /server\.hsts.*needs a max-age/],
     ['unknown-directive', `${tlsLine}hsts = "max-age=600; includeSubdomain; always"\n`, /server\.hsts.*not a Strict-Transport-Security directive/],
     ['bad-max-age', `${tlsLine}hsts = "max-age=one-year"\n`, /server\.hsts.*not a number of seconds/],
+    ['twice', `${tlsLine}hsts = "max-age=600; Max-Age=60"\n`, /server\.hsts.*`max-age` is given twice/],
   ]) {
     const r = await check(name, server, name === 'no-tls' ? undefined : base);
     assert.notEqual(r.code, 0, `${name}: refused`);
