@@ -95,13 +95,12 @@ pub const APP_COOKIE_HEADER: &str = "x-passerelle-app-cookie";
 fn allowed(gw: &Gateway, req: &RequestHeader, body: &str) -> Reply {
     let app_cookies = match gw.own_cookies.strip_request(&req.headers) {
         Some(kept) => kept,
+        // One line, none of it ours.
         None => req
             .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect::<Vec<_>>()
-            .join(b"; ".as_slice()),
+            .get(http::header::COOKIE)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
     };
     let reply = Reply::text(200, body);
     match http::HeaderValue::from_bytes(&app_cookies) {

@@ -588,7 +588,9 @@ impl Gateway {
     ) -> pingora::Result<()> {
         // Hop-by-hop (RFC 9110 §7.6.1): the upstream's keep-alive terms are for its connection to us, not the
         // client's; HTTP/2 has no such field at all.
-        upstream_response.remove_header(&KEEP_ALIVE);
+        if upstream_response.headers.contains_key(&KEEP_ALIVE) {
+            upstream_response.remove_header(&KEEP_ALIVE);
+        }
         if let Some(hsts) = &self.config.server.hsts {
             upstream_response
                 .insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
@@ -805,18 +807,8 @@ impl Gateway {
     /// upstream as one `Cookie` line, joined with "; " as that section requires of an intermediary, whatever
     /// protocol the upstream speaks.
     fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
-        let kept = match self.own_cookies.strip_request(&upstream.headers) {
-            Some(kept) => kept,
-            None if upstream
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .nth(1)
-                .is_some() =>
-            {
-                join_cookie_lines(&upstream.headers)
-            }
-            None => return,
+        let Some(kept) = self.own_cookies.strip_request(&upstream.headers) else {
+            return;
         };
         upstream.remove_header(&http::header::COOKIE);
         if kept.is_empty() {
@@ -843,18 +835,6 @@ fn client_identity(
 }
 
 const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
-
-/// Every `Cookie` line as one, joined with "; " (RFC 9113 §8.2.3).
-fn join_cookie_lines(headers: &http::HeaderMap) -> Vec<u8> {
-    let mut joined = Vec::new();
-    for line in headers.get_all(http::header::COOKIE) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(line.as_bytes());
-    }
-    joined
-}
 
 /// An address as `X-Forwarded-For` carries it. IPv4, on every proxied request, is written by hand: the
 /// `Display` of `Ipv4Addr` goes through the formatting machinery, ten times the work.

@@ -118,11 +118,15 @@ impl OwnCookieNames {
     }
 
     /// The `Cookie` header lines without Passerelle's cookies, as one line; `None` when none of them was
-    /// there (the header is then forwarded untouched). Works on bytes: a pair that is not UTF-8 is the
-    /// app's and passes as it came. One pass, on every proxied request.
+    /// there and they were one line (the header is then forwarded untouched). Several lines — HTTP/2 lets a
+    /// browser send each cookie in a field of its own — are always joined with "; " (RFC 9113 §8.2.3).
+    /// Works on bytes: a pair that is not UTF-8 is the app's and passes as it came. One pass, on every
+    /// proxied request.
     pub fn strip<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
         let mut kept = Vec::new();
         let mut found = false;
+        let mut count = 0;
+        let lines = lines.inspect(|_| count += 1);
         for pair in lines.flat_map(cookie_pairs) {
             let pair = pair.trim_ascii();
             if pair.is_empty() {
@@ -138,7 +142,7 @@ impl OwnCookieNames {
             }
             kept.extend_from_slice(pair);
         }
-        found.then_some(kept)
+        (found || count > 1).then_some(kept)
     }
 }
 
@@ -466,6 +470,12 @@ mod tests {
         assert_eq!(own.strip(two.into_iter()).unwrap(), b"a=1; b=\xff");
         let none: &[u8] = b"passerelle_pref=1; app=2";
         assert_eq!(own.strip([none].into_iter()), None);
+        let split: [&[u8]; 2] = [b"a=1", b"b=2;c=3"];
+        assert_eq!(
+            own.strip(split.into_iter()).unwrap(),
+            b"a=1; b=2; c=3",
+            "HTTP/2's split fields, joined"
+        );
         let only: &[u8] = b"passerelle=abc";
         assert_eq!(own.strip([only].into_iter()).unwrap(), b"");
         let parsed = parse_cookie_header([line].into_iter());
