@@ -9,6 +9,7 @@
 //   - the boundary corpus: spoofed identity and forwarding fields in every spelling HTTP/2 can carry, Passerelle's
 //     cookies in separate `cookie` fields (RFC 9113 §8.2.3) stripped and the app's joined into one line, routing on
 //     `:authority` and a contradicting `Host` refused, pseudo-headers never forwarded as fields;
+//   - upstreams: HTTP/1.1 by default whatever the client speaks; `upstream_h2 = true` speaks h2 over TLS and h2c;
 //   - limits, raw h2: the settings announced, a header list over server.max_header_bytes refused, 100 streams at
 //     most at the upstream from one connection, and a reset flood (CVE-2023-44487) that cannot put more than 200
 //     requests in flight nor stop the server from answering.
@@ -469,4 +470,66 @@ test('(h2-limits) a reset flood (CVE-2023-44487) keeps at most 200 requests in f
   const metrics = await (await fetch(`${w.adminUrl}/metrics`)).text();
   const busy = Number(metrics.match(/passerelle_requests_refused_total\{reason="connection_busy"\} (\d+)/)?.[1]);
   t.diagnostic(`answered 429 as over ${200} in flight on the connection: ${busy}`);
+});
+
+test('(h2-upstream) upstreams stay HTTP/1.1 whatever the client speaks; upstream_h2 = true speaks h2 over TLS (ALPN) and h2c over http', TIMEOUT, async (t) => {
+  const pki = await makePki(t);
+  const seen = [];
+  const record = (name) => (req, res) => {
+    seen.push({ name, version: req.httpVersion, authority: req.headers[':authority'], host: req.headers.host, url: req.url,
+      pseudo: Object.keys(req.headers).filter((k) => k.startsWith(':')).sort() });
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(name);
+  };
+  // One server that speaks both (ALPN h2 and http/1.1), one h2c-only, one HTTP/1.1-only.
+  const tlsServer = http2.createSecureServer({ key: pki.key, cert: pki.cert, allowHTTP1: true }, record('tls'));
+  const h2cServer = http2.createServer(record('h2c'));
+  const h1Server = http.createServer(record('h1'));
+  const ports = {};
+  for (const [name, server] of [['tls', tlsServer], ['h2c', h2cServer], ['h1', h1Server]]) {
+    ports[name] = await listen(server, 0);
+    // An HTTP/2 server has no closeAllConnections: its sessions are ended by hand.
+    const sessions = new Set();
+    server.on('session', (s) => { sessions.add(s); s.on('close', () => sessions.delete(s)); });
+    const stop = name === 'h1' ? stopper(server) : () => new Promise((resolve) => {
+      for (const s of sessions) s.destroy();
+      server.close(() => resolve());
+    });
+    t.after(() => stop());
+  }
+  const a = await addresses();
+  const base = `https://127.0.0.1:${a.port}`;
+  const route = (path, upstream, extra = '') => `[[route]]\npath = ${q(path)}\nupstream = ${q(upstream)}\nauth = "public"\n${extra}`;
+  const ca = `upstream_tls = { ca_file = ${q(pki.caFile)} }\n`;
+  const toml = configToml({
+    writtenBy: 'tests/integration/h2.test.mjs',
+    port: a.port,
+    adminPort: a.adminPort,
+    publicUrl: base,
+    extraServer: `tls = ${tv({ cert: `${pki.dir}/server.pem`, key: `${pki.dir}/server.key` })}\n`,
+    routes: [
+      route('/tls-h2', `https://127.0.0.1:${ports.tls}`, `${ca}upstream_h2 = true\n`),
+      route('/tls-default', `https://127.0.0.1:${ports.tls}`, ca),
+      route('/h2c', `http://127.0.0.1:${ports.h2c}`, 'upstream_h2 = true\n'),
+      route('/h1', `http://127.0.0.1:${ports.h1}`),
+    ],
+  });
+  await launchPasserelle(t, toml, { adminPort: a.adminPort });
+  for (const protocol of PROTOCOLS) {
+    const person = createPerson({ tls: { ca: pki.ca, protocol } });
+    t.after(() => person.close());
+    for (const [path, name, version] of [['/tls-h2', 'tls', '2.0'], ['/tls-default', 'tls', '1.1'], ['/h2c', 'h2c', '2.0'], ['/h1', 'h1', '1.1']]) {
+      seen.length = 0;
+      const res = await person.request(`${base}${path}/x?y=1`);
+      assert.equal(res.status, 200, `${protocol} ${path}: ${res.status} ${res.body.slice(0, 200)}`);
+      assert.equal(res.body, name);
+      assert.equal(seen.length, 1, `${protocol} ${path}: one request upstream`);
+      const [got] = seen;
+      assert.equal(got.version, version, `${protocol} → ${path}: the upstream was spoken to in HTTP/${version}`);
+      assert.equal(got.url, `${path}/x?y=1`);
+      const authority = version === '2.0' ? got.authority : got.host;
+      assert.equal(authority, `127.0.0.1:${a.port}`, `${protocol} ${path}: the host routed on`);
+      if (version === '2.0') assert.deepEqual(got.pseudo, [':authority', ':method', ':path', ':scheme']);
+    }
+  }
 });
