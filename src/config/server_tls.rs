@@ -24,9 +24,8 @@ impl Validator<'_> {
                 .collect(),
         };
         let several = entries.len() > 1;
-        let listed: Vec<&RawTls> = entries.iter().map(|(t, _)| *t).collect();
         let mut certificates: Vec<ServerCertificate> = Vec::new();
-        for (t, key) in entries {
+        for (t, key) in &entries {
             let cert = self.pem_file(&t.cert, &format!("{key}.cert"), "CERTIFICATE")?;
             let private = self.pem_file(&t.key, &format!("{key}.key"), "PRIVATE KEY")?;
             // Loaded now as the listener will load it: a key that is not the certificate's is found by
@@ -64,13 +63,9 @@ impl Validator<'_> {
         }
         // One rustls configuration serves the listener: its client CA cannot differ by SNI.
         let mut client_ca: Option<ClientCa> = None;
-        for (i, t) in listed.iter().enumerate() {
+        for (t, entry) in &entries {
             let Some(f) = &t.client_ca else { continue };
-            let key = if listed.len() > 1 {
-                format!("server.tls[{i}].client_ca")
-            } else {
-                "server.tls.client_ca".to_string()
-            };
+            let key = format!("{entry}.client_ca");
             let (path, pem) = self.read_file(f, &key)?;
             let roots = super::tls_files::certificates(&pem)
                 .or_else(|m| self.err(f.span(), key.clone(), format!("`{path}`: {m}")))?;

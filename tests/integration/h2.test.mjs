@@ -42,7 +42,7 @@ const OPEN_HOST = 'open.test';
  *   "/staff"                      → `app`, required, email domain example.org only (alice: 403)
  *   "/public"                     → `app`, public
  */
-async function world(t, { trusted = false, upstreamAnswer } = {}) {
+async function world(t, { trusted = false } = {}) {
   const pki = await makePki(t);
   assert.ok(pki, 'openssl is installed by the test script');
   const a = await addresses();
@@ -51,7 +51,7 @@ async function world(t, { trusted = false, upstreamAnswer } = {}) {
     redirectUris: [`${base}${PREFIX}/callback`],
     postLogoutRedirectUris: [`${base}${PREFIX}/logged-out`],
   }));
-  const app = await stopAfter(t, startUpstream(upstreamAnswer ? { answer: upstreamAnswer } : {}));
+  const app = await stopAfter(t, startUpstream());
   const open = await stopAfter(t, startUpstream());
   const toml = configToml({
     writtenBy: 'tests/integration/h2.test.mjs',
